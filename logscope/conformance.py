@@ -1,0 +1,93 @@
+"""Run the shared real-world corpus through the parsers and report the unparsed share.
+
+``python -m logscope.conformance [CORPUS_DIR] [--show SOURCE]`` prints one row per
+source; ``--show`` lists that source's unparsed lines. Lines that are not log
+lines at all (blank lines, fail2ban's ``# failJSON`` annotations, ``# heading``
+comments, exim test-suite ``******** SERVER ********`` separators) are left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from .engine import parse_lines
+from .header import HeaderOptions
+from .parsers import ParserSet, load
+
+LOG_SOURCES = ("postfix", "dovecot", "exim", "rspamd", "cisco_asa")
+# The acceptance targets: share of unparsed lines per source.
+TARGETS = {"postfix": 0.02, "dovecot": 0.02, "cisco_asa": 0.02, "exim": 0.05, "rspamd": 0.05}
+
+
+def is_log_line(line: str) -> bool:
+    s = line.strip()
+    return bool(s) and not s.startswith("#") and not s.startswith("********")
+
+
+def default_program(source: str, path: Path) -> str | None:
+    """Message-only ``*.bodies.log`` files name their daemon in the file name."""
+    if not path.name.endswith(".bodies.log"):
+        return None
+    daemon = path.name.removesuffix(".bodies.log")
+    return f"postfix/{daemon}" if source == "postfix" else source
+
+
+@dataclass
+class SourceResult:
+    source: str
+    files: int = 0
+    lines: int = 0
+    events: int = 0
+    unparsed: int = 0
+    unparsed_lines: list[str] = field(default_factory=list)
+
+    @property
+    def share(self) -> float:
+        return self.unparsed / self.lines if self.lines else 0.0
+
+
+def run_source(corpus: Path, source: str, parsers: ParserSet) -> SourceResult:
+    res = SourceResult(source)
+    for path in sorted((corpus / source).rglob("*")):
+        if not path.is_file():
+            continue
+        raw = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+        lines = [ln for ln in raw if is_log_line(ln)]
+        opts = HeaderOptions(tz="UTC", default_program=default_program(source, path))
+        events = parse_lines(pl.DataFrame({"line": pl.Series(lines, dtype=pl.String)}), parsers, opts, file=str(path))
+        res.files += 1
+        res.lines += len(lines)
+        res.events += events.height
+        bad = events.filter(pl.col("kind") == "unparsed")
+        res.unparsed += bad.height
+        res.unparsed_lines += [f"{path.relative_to(corpus)}:{ln}" for ln in bad["message"].to_list()]
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m logscope.conformance", description=__doc__.splitlines()[0])
+    ap.add_argument("corpus", nargs="?", default=str(Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"))
+    ap.add_argument("--show", metavar="SOURCE", help="list the unparsed lines of SOURCE")
+    args = ap.parse_args(argv)
+    corpus = Path(args.corpus)
+    if not corpus.is_dir():
+        print(f"logscope: corpus directory {corpus} does not exist", file=sys.stderr)
+        return 2
+    parsers = load()
+    print(f"{'source':<10} {'files':>6} {'lines':>7} {'unparsed':>8} {'share':>7} {'target':>7}")
+    for source in LOG_SOURCES:
+        r = run_source(corpus, source, parsers)
+        print(f"{source:<10} {r.files:>6} {r.lines:>7} {r.unparsed:>8} {r.share:>7.2%} {TARGETS[source]:>7.0%}")
+        if args.show == source:
+            for ln in r.unparsed_lines:
+                print("   ", ln)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Syslog header parsing, once for every source, vectorized.
+
+Splits each raw line into ``ts`` (UTC), ``host``, ``program``, ``pid``,
+``message`` and a ``hint`` (a source known from the line format alone, e.g.
+exim's own mainlog). Formats, by how the line starts:
+
+* BSD/RFC 3164 ``Mmm dd HH:MM:SS host prog[pid]: msg`` (any day padding, with
+  or without host, with the year as Cisco ASA writes it) and RFC 3339
+  ``2016-03-20T13:30:53.57+01:00 host prog[pid]: msg``: the header ends at the
+  first ``": "`` and only that short prefix goes through a regex;
+* ``<PRI>`` prefixes and RFC 5424 ``<PRI>1 TS HOST APP PROCID MSGID SD MSG``;
+* ``YYYY-MM-DD HH:MM:SS[.fff]`` files: exim mainlog (``[pid]`` optional),
+  rspamd (``#pid(worker)``), dovecot ``log_path`` (``proc: Level:``), or a
+  syslog header with an ISO date;
+* daemontools TAI64N ``@4000...``, rspamd 1.x ``#pid(worker): Mmm dd ...``;
+* anything else is a bare message (e.g. ``journalctl -o cat`` output), which
+  gets ``default_program`` if one is given.
+
+The year of BSD timestamps is the anchor's (file mtime, or ``--year``); a
+timestamp more than a day after the anchor belongs to the year before, which
+covers the Dec -> Jan rollover within a file and rotated files of past years.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import polars as pl
+
+MONTHS = {m: i for i, m in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+
+_MON = r"(?P<mon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +(?P<day>\d{1,2})(?: (?P<year>\d{4}))? (?P<time>\d\d:\d\d:\d\d)(?:\.\d+)?"
+_ISO_T = r"(?P<iso>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
+# program names: postfix/submission/smtpd, postfix-mx2/qmgr, auth-worker(123),
+# auth(user,ip)<session>; never a Cisco tag (%ASA-...).
+_PROG = r"(?P<prog>[A-Za-z0-9_][^\s\[:(%]*(?:\([^)]*\))?(?:<[^>]*>)?)(?:\[(?P<pid>\d+)\])?"
+# The part of a BSD/RFC 3339 line before its first ": ".
+_PRE = rf"^(?:{_MON}|{_ISO_T}):?(?: (?:(?P<host>\S+) )?{_PROG})? ?$"
+# BSD lines whose header has no program (or no ": " at all).
+_BSD_NOPROG = rf"^{_MON}:?(?: (?P<host>[^\s:]+))?(?: :)?(?: (?P<msg>.*))?$"
+_ISO_SPACE = (
+    r"^(?P<isos>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) +"
+    r"(?:(?P<dprog>[a-z][\w-]*(?:\([^)]*\))?): (?P<dlevel>Info|Warning|Error|Fatal|Panic|Debug): "
+    r"|(?P<host>[^\s\[\]]*[^\s\[\]:]) " + _PROG + r": "
+    r"|#(?P<rpid>\d+)(?P<worker>\(\w+\)) "
+    r"|\[(?P<xpid>\d+)\] )?(?P<msg>.*)$"
+)
+_RFC5424 = (
+    r"^1 (?P<iso>\S+) (?P<host>\S+) (?P<prog>\S+) (?P<pid>\S+) (?P<msgid>\S+) "
+    r"(?P<sd>-|(?:\[(?:[^\]\\]|\\.)*\])+) ?(?P<msg>.*)$"
+)
+_TAI = r"^@(?P<tai>[0-9a-f]{24}) +" + _PROG + r": (?P<msg>.*)$"
+_RSPAMD1 = r"^#(?P<pid>\d+)(?P<worker>\(\w+\)): " + _MON + r" (?P<host>\S+) (?P<msg>.*)$"
+_BARE_PROG = r"^" + _PROG + r": (?P<msg>.*)$"
+
+_LEVELS = {"Info": "info", "Warning": "warning", "Error": "error", "Fatal": "fatal",
+           "Panic": "panic", "Debug": "debug"}
+
+
+@dataclass
+class HeaderOptions:
+    """How to read timestamps that carry no year or no zone."""
+
+    tz: str = "UTC"  # IANA zone for zone-less timestamps
+    anchor: datetime | None = None  # BSD year anchor (file mtime); None = now
+    year: int | None = None  # explicit year for BSD timestamps (--year)
+    default_program: str | None = None  # program for bare messages
+
+
+def _groups(col: pl.Expr, mask: pl.Expr, regex: str) -> pl.Expr:
+    """extract_groups on the rows of ``mask`` only (others are null, and skipped)."""
+    return pl.when(mask).then(col).str.extract_groups(regex)
+
+
+def _local_to_utc(naive: pl.Expr, tz: str) -> pl.Expr:
+    if tz == "UTC":
+        return naive.dt.replace_time_zone("UTC")
+    return naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null").dt.convert_time_zone("UTC")
+
+
+def _bsd_datetime(mon: pl.Expr, day: pl.Expr, year: pl.Expr, time: pl.Expr) -> pl.Expr:
+    """A naive datetime from BSD parts; impossible dates (Feb 30) become null."""
+    month = mon.replace_strict(MONTHS, default=None, return_dtype=pl.Int8)
+    day_i = day.cast(pl.Int8, strict=False)
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    mdays = month.replace_strict({1: 31, 2: 28, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31,
+                                  9: 30, 10: 31, 11: 30, 12: 31}, default=None, return_dtype=pl.Int8)
+    mdays = pl.when((month == 2) & leap).then(29).otherwise(mdays)
+    ok = day_i.is_between(1, mdays)
+    h = time.str.slice(0, 2).cast(pl.Int8, strict=False)
+    m = time.str.slice(3, 2).cast(pl.Int8, strict=False)
+    s = time.str.slice(6, 2).cast(pl.Int8, strict=False)
+    ok = ok & h.is_between(0, 23) & m.is_between(0, 59) & s.is_between(0, 60)
+    return pl.when(ok).then(
+        pl.datetime(pl.when(ok).then(year).otherwise(2000), pl.when(ok).then(month).otherwise(1),
+                    pl.when(ok).then(day_i).otherwise(1), pl.when(ok).then(h).otherwise(0),
+                    pl.when(ok).then(m).otherwise(0), pl.when(ok).then(s.clip(0, 59)).otherwise(0),
+                    time_unit="us")
+    )
+
+
+def _iso_to_utc(iso: pl.Expr, tz: str) -> pl.Expr:
+    """RFC 3339 / ISO 8601 with or without offset; zone-less ones are local."""
+    iso = iso.str.replace(r"Z$", "+00:00").str.replace(r"([+-]\d\d)(\d\d)$", "$1:$2")
+    with_zone = iso.str.strptime(pl.Datetime("us", "UTC"), "%Y-%m-%dT%H:%M:%S%.f%:z", strict=False)
+    naive = iso.str.replace("T", " ", literal=True).str.strptime(
+        pl.Datetime("us"), "%Y-%m-%d %H:%M:%S%.f", strict=False)
+    return pl.coalesce(with_zone, _local_to_utc(naive, tz))
+
+
+def parse_header(lines: pl.DataFrame, opts: HeaderOptions) -> pl.DataFrame:
+    """Add ts, host, program, pid, message, level and hint columns to a frame with ``line``."""
+    anchor = opts.anchor or datetime.now(timezone.utc)
+    line = pl.col("line").fill_null("")
+    df = lines.with_columns(line.alias("line"))
+    # <PRI> prefix: strip it, remember that the rest may be RFC 5424.
+    has_pri = pl.col("line").str.starts_with("<")
+    df = df.with_columns(
+        pl.when(has_pri).then(pl.col("line").str.replace(r"^<\d{1,3}>", "")).otherwise(pl.col("line")).alias("_l"),
+    )
+    L = pl.col("_l")
+    first = L.str.slice(0, 1)
+    is_digit = first.is_in(list("0123456789"))
+    is_iso_space = is_digit & (L.str.slice(10, 1) == " ") & L.str.contains(r"^\d{4}-\d\d-\d\d \d")
+    is_5424 = has_pri & L.str.starts_with("1 ")
+    is_special = first.is_in(["@", "#"])
+    # BSD and RFC 3339: cut at the first ": " and match only the short prefix.
+    cut = L.str.find(": ", literal=True)
+    synt = ~is_iso_space & ~is_5424 & ~is_special
+    df = df.with_columns(
+        cut.alias("_cut"),
+        _groups(L.str.slice(0, cut), synt & cut.is_not_null(), _PRE).alias("_pre"),
+    ).unnest("_pre")
+    pre_ok = pl.col("time").is_not_null() | pl.col("iso").is_not_null()
+    # "host : msg" (Cisco) leaves a trailing space before ": ": that token is the host.
+    trailing = L.str.slice(0, pl.col("_cut")).str.ends_with(" ")
+    df = df.with_columns(
+        pl.when(pre_ok & trailing & pl.col("host").is_null()).then(pl.col("prog")).otherwise(pl.col("host")).alias("host"),
+        pl.when(pre_ok & trailing & pl.col("host").is_null()).then(None).otherwise(pl.col("prog")).alias("prog"),
+        pl.when(pre_ok).then(L.str.slice(pl.col("_cut") + 2)).alias("msg"),
+    )
+    # BSD lines that the prefix regex did not take (no program, no ": ").
+    nop = _groups(L, synt & ~pre_ok & first.is_in(list("ADFJMNOS")), _BSD_NOPROG)
+    iso_s = _groups(L, is_iso_space, _ISO_SPACE)
+    r5424 = _groups(L, is_5424, _RFC5424)
+    tai = _groups(L, first == "@", _TAI)
+    rsp1 = _groups(L, first == "#", _RSPAMD1)
+    df = df.with_columns(nop.alias("_nop"), iso_s.alias("_isos"), r5424.alias("_5424"),
+                         tai.alias("_tai"), rsp1.alias("_rsp1"))
+    f = lambda s, name: pl.col(s).struct.field(name)  # noqa: E731
+    mon = pl.coalesce(pl.col("mon"), f("_nop", "mon"), f("_rsp1", "mon"))
+    day = pl.coalesce(pl.col("day"), f("_nop", "day"), f("_rsp1", "day"))
+    time_ = pl.coalesce(pl.col("time"), f("_nop", "time"), f("_rsp1", "time"))
+    year_given = pl.coalesce(pl.col("year"), f("_nop", "year")).cast(pl.Int32, strict=False)
+    df = df.with_columns(
+        mon.alias("_mon"), day.alias("_day"), time_.alias("_time"), year_given.alias("_year"),
+        pl.coalesce(pl.col("host"), f("_nop", "host"), f("_isos", "host"), f("_5424", "host"), f("_rsp1", "host")).alias("host"),
+        pl.coalesce(pl.col("prog"), f("_isos", "prog"), f("_isos", "dprog"), f("_5424", "prog"), f("_tai", "prog"),
+                    pl.when(f("_isos", "rpid").is_not_null() | f("_rsp1", "pid").is_not_null()).then(pl.lit("rspamd"))).alias("program"),
+        pl.coalesce(pl.col("pid"), f("_isos", "pid"), f("_isos", "rpid"), f("_isos", "xpid"), f("_5424", "pid"),
+                    f("_tai", "pid"), f("_rsp1", "pid")).cast(pl.Int64, strict=False).alias("pid"),
+        pl.coalesce(pl.col("msg"), f("_nop", "msg"),
+                    pl.when(f("_isos", "worker").is_not_null()).then(f("_isos", "worker") + " " + f("_isos", "msg")).otherwise(f("_isos", "msg")),
+                    f("_5424", "msg"), f("_tai", "msg"),
+                    pl.when(f("_rsp1", "worker").is_not_null()).then(f("_rsp1", "worker") + " " + f("_rsp1", "msg")),
+                    ).alias("message"),
+        f("_isos", "dlevel").replace_strict(_LEVELS, default=None, return_dtype=pl.String).alias("level"),
+        pl.when(f("_isos", "xpid").is_not_null() | (is_iso_space & f("_isos", "prog").is_null() & f("_isos", "rpid").is_null() & f("_isos", "dprog").is_null()))
+        .then(pl.lit("exim")).when(f("_isos", "dprog").is_not_null()).then(pl.lit("dovecot"))
+        .when(f("_isos", "rpid").is_not_null() | f("_rsp1", "pid").is_not_null()).then(pl.lit("rspamd"))
+        .alias("hint"),
+        pl.coalesce(pl.col("iso"), f("_5424", "iso")).alias("_iso"),
+        f("_isos", "isos").alias("_isos_ts"),
+        f("_tai", "tai").alias("_tai_ts"),
+    )
+    # Timestamps.
+    if opts.year is not None:
+        bsd_year = pl.lit(opts.year, dtype=pl.Int32)
+        bsd = _local_to_utc(_bsd_datetime(pl.col("_mon"), pl.col("_day"), pl.coalesce(pl.col("_year"), bsd_year), pl.col("_time")), opts.tz)
+    else:
+        y = pl.lit(anchor.year, dtype=pl.Int32)
+        this_year = _local_to_utc(_bsd_datetime(pl.col("_mon"), pl.col("_day"), pl.coalesce(pl.col("_year"), y), pl.col("_time")), opts.tz)
+        last_year = _local_to_utc(_bsd_datetime(pl.col("_mon"), pl.col("_day"), y - 1, pl.col("_time")), opts.tz)
+        limit = pl.lit(anchor.astimezone(timezone.utc).replace(tzinfo=None)).dt.replace_time_zone("UTC") + pl.duration(days=1)
+        bsd = pl.when(pl.col("_year").is_null() & (this_year > limit)).then(last_year).otherwise(this_year)
+    tai_secs = pl.col("_tai_ts").str.slice(1, 15).str.to_integer(base=16, strict=False) - 10
+    tai_ts = pl.from_epoch(tai_secs, time_unit="s").dt.cast_time_unit("us").dt.replace_time_zone("UTC")
+    isos_ts = _local_to_utc(pl.col("_isos_ts").str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S%.f", strict=False), opts.tz)
+    df = df.with_columns(
+        pl.coalesce(
+            pl.when(pl.col("_mon").is_not_null()).then(bsd),
+            pl.when(pl.col("_iso").is_not_null()).then(_iso_to_utc(pl.col("_iso"), opts.tz)),
+            pl.when(pl.col("_isos_ts").is_not_null()).then(isos_ts),
+            pl.when(pl.col("_tai_ts").is_not_null()).then(tai_ts),
+        ).alias("ts"),
+        pl.coalesce(pl.col("message"), L).alias("message"),
+    )
+    # Bare messages: "prog: msg" where prog is a known daemon, or the default program.
+    bare = pl.col("ts").is_null() & pl.col("program").is_null()
+    df = df.with_columns(_groups(pl.col("message"), bare, _BARE_PROG).alias("_bare"))
+    df = df.with_columns(
+        pl.when(bare & f("_bare", "prog").is_not_null()).then(f("_bare", "prog")).otherwise(pl.col("program")).alias("_bprog"),
+        pl.when(bare & f("_bare", "prog").is_not_null()).then(f("_bare", "pid").cast(pl.Int64, strict=False)).otherwise(pl.col("pid")).alias("_bpid"),
+        pl.when(bare & f("_bare", "prog").is_not_null()).then(f("_bare", "msg")).otherwise(pl.col("message")).alias("_bmsg"),
+    )
+    return df.select(
+        "line", "ts", "host", "program", "pid", "message", "level", "hint",
+        pl.col("_bprog").alias("_bare_program"), pl.col("_bpid").alias("_bare_pid"),
+        pl.col("_bmsg").alias("_bare_message"), bare.alias("_bare"),
+    )

@@ -1,0 +1,219 @@
+"""Loading parser definitions: ``parsers/<source>.toml`` plus user directories.
+
+A parser file describes one source::
+
+    [source]
+    name = "postfix"
+    programs = ["postfix", "postfix-*"]     # syslog program names (first path part, globs)
+    markers = ["%ASA-"]                      # optional: text that marks a line of this source
+    main_programs = ["dovecot"]              # optional: other programs get "program: " prepended
+    prefix = '%{?[%{INT}] }'                 # optional: stripped from every message
+
+    [patterns]                               # optional named sub-patterns (regex)
+    REPLY = '\\d{3} .*'
+
+    [[event]]                                # tried in file order, first match wins
+    kind = "smtpd_connect"
+    daemons = ["smtpd"]                      # optional: only lines of these daemons
+    match = 'connect from %{HOST:client_host}[%{IP:client_ip}]'
+    set = { level = "info" }                 # optional constant columns
+
+A user file with the name of a built-in source adds its events in front of the
+built-in ones (local variants win); a file with a new name adds a source.
+Mistakes are reported as ``file:line:column: what is wrong``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import polars as pl
+
+from . import schema
+from .patterns import Compiled, PatternCompiler, PatternError
+
+
+class ParserFileError(ValueError):
+    """A parser file that cannot be used; the message names file, line and column."""
+
+
+@dataclass
+class EventDef:
+    kind: str
+    compiled: Compiled
+    daemons: tuple[str, ...] = ()
+    constants: dict[str, object] = field(default_factory=dict)
+    origin: str = ""  # file:line, for error messages and `logscope parsers`
+
+
+@dataclass
+class SourceDef:
+    name: str
+    programs: tuple[str, ...] = ()
+    markers: tuple[str, ...] = ()
+    main_programs: tuple[str, ...] = ()
+    prefix: Compiled | None = None
+    events: list[EventDef] = field(default_factory=list)
+    kinds: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def program_regex(self) -> str | None:
+        if not self.programs:
+            return None
+        return "^(?:" + "|".join(fnmatch.translate(p).removeprefix("(?s:").removesuffix(")\\Z") for p in self.programs) + ")$"
+
+
+def _locate(text: str, needle: str, start_line: int = 0) -> tuple[int, int]:
+    """1-based (line, column) of ``needle`` in a file's text, searching from a line."""
+    lines = text.splitlines()
+    for i in range(start_line, len(lines)):
+        col = lines[i].find(needle)
+        if col >= 0:
+            return i + 1, col + 1
+    return start_line + 1, 1
+
+
+def _table_lines(text: str, header: str) -> list[int]:
+    """0-based line numbers where each ``[[header]]`` table starts."""
+    return [i for i, ln in enumerate(text.splitlines()) if ln.strip() == f"[[{header}]]"]
+
+
+class ParserSet:
+    """All sources with their compiled events, ready for the engine."""
+
+    def __init__(self, sources: dict[str, SourceDef], syslog_names: tuple[str, ...] = ()):
+        self.sources = sources
+        if syslog_names and "postfix" in sources:
+            pf = sources["postfix"]
+            pf.programs = tuple(dict.fromkeys(pf.programs + tuple(syslog_names)))
+
+    @property
+    def source_names(self) -> tuple[str, ...]:
+        names = list(schema.SOURCES)
+        names += [n for n in self.sources if n not in names]
+        return tuple(names)
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        kinds = list(schema.KINDS)
+        for src in self.sources.values():
+            kinds += [k for k in src.kinds if k not in kinds]
+        return tuple(kinds)
+
+    def schema(self) -> pl.Schema:
+        cols = dict(schema.COLUMNS)
+        cols["source"] = pl.Enum(self.source_names)
+        cols["kind"] = pl.Enum(self.kinds)
+        return pl.Schema(cols)
+
+
+def builtin_dir() -> Path:
+    """The directory of the bundled parser files (installed, or the repo's parsers/)."""
+    try:
+        path = Path(str(resources.files("logscope.parsers")))
+        if any(path.glob("*.toml")):
+            return path
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parent.parent / "parsers"
+
+
+def _compile_file(path: Path, compiler_columns: tuple[str, ...]) -> SourceDef:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ParserFileError(f"{path}: {exc}") from None
+    src = data.get("source")
+    if not isinstance(src, dict) or not isinstance(src.get("name"), str):
+        line, col = _locate(text, "[source]")
+        raise ParserFileError(f"{path}:{line}:{col}: missing [source] table with a name")
+    name = src["name"]
+    named = data.get("patterns", {})
+    try:
+        compiler = PatternCompiler(compiler_columns, named)
+    except PatternError as exc:
+        line, col = _locate(text, "[patterns]")
+        raise ParserFileError(f"{path}:{line}:{col}: {exc.msg}") from None
+    # Named sub-patterns are regexes: check them once, here, with their position.
+    for key, regex in named.items():
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            line, col = _locate(text, key)
+            raise ParserFileError(f"{path}:{line}:{col}: pattern {key}: invalid regular expression: {exc.msg}") from None
+    known_kinds = dict(schema.KINDS_BY_SOURCE.get(name, {}))
+    known_kinds.update(schema.COMMON_KINDS)
+    extra_kinds = data.get("kinds", {})  # user files may declare new kinds: {kind = "meaning"}
+    known_kinds.update(extra_kinds)
+
+    def compile_at(pattern: str, line0: int) -> Compiled:
+        try:
+            compiled = compiler.compile(pattern)
+        except PatternError as exc:
+            line, col = _locate(text, pattern[:40], line0) if pattern else (line0 + 1, 1)
+            raise ParserFileError(f"{path}:{line}:{col + exc.col - 1}: {exc.msg}") from None
+        try:  # the authority on regex syntax is the engine that runs it
+            pl.Series([""], dtype=pl.String).str.contains(compiled.regex)
+        except pl.exceptions.PolarsError as exc:
+            line, col = _locate(text, pattern[:40], line0)
+            first = str(exc).strip().splitlines()[0]
+            raise ParserFileError(f"{path}:{line}:{col}: regex not supported by the engine: {first}") from None
+        return compiled
+
+    sdef = SourceDef(
+        name=name,
+        programs=tuple(src.get("programs", ())),
+        markers=tuple(src.get("markers", ())),
+        main_programs=tuple(src.get("main_programs", ())),
+        kinds=known_kinds,
+    )
+    if src.get("prefix"):
+        sdef.prefix = compile_at(src["prefix"], 0)
+    starts = _table_lines(text, "event")
+    for i, ev in enumerate(data.get("event", [])):
+        line0 = starts[i] if i < len(starts) else 0
+        kind = ev.get("kind")
+        if kind not in known_kinds:
+            line, col = _locate(text, f'"{kind}"', line0) if kind else (line0 + 1, 1)
+            raise ParserFileError(f"{path}:{line}:{col}: unknown event kind {kind!r} for source {name!r}")
+        if not isinstance(ev.get("match"), str):
+            raise ParserFileError(f"{path}:{line0 + 1}:1: event {kind!r} has no match pattern")
+        compiled = compile_at(ev["match"], line0)
+        constants = dict(ev.get("set", {}))
+        for col_name in constants:
+            if col_name not in schema.FIELD_COLUMNS:
+                line, col = _locate(text, col_name, line0)
+                raise ParserFileError(f"{path}:{line}:{col}: unknown column {col_name!r} in set")
+        sdef.events.append(EventDef(kind=kind, compiled=compiled, daemons=tuple(ev.get("daemons", ())),
+                                    constants=constants, origin=f"{path.name}:{line0 + 1}"))
+    return sdef
+
+
+def load(extra_dirs: list[Path] | tuple[Path, ...] = (), syslog_names: tuple[str, ...] = ()) -> ParserSet:
+    """Load the bundled parser files, then those of ``extra_dirs`` (in order)."""
+    columns = schema.FIELD_COLUMNS
+    sources: dict[str, SourceDef] = {}
+    for path in sorted(builtin_dir().glob("*.toml")):
+        sdef = _compile_file(path, columns)
+        sources[sdef.name] = sdef
+    for d in extra_dirs:
+        d = Path(d)
+        if not d.is_dir():
+            raise ParserFileError(f"{d}: parser directory does not exist")
+        for path in sorted(d.glob("*.toml")):
+            sdef = _compile_file(path, columns)
+            if sdef.name in sources:
+                base = sources[sdef.name]
+                base.events[:0] = sdef.events
+                base.kinds.update(sdef.kinds)
+                base.programs = tuple(dict.fromkeys(base.programs + sdef.programs))
+                base.markers = tuple(dict.fromkeys(base.markers + sdef.markers))
+            else:
+                sources[sdef.name] = sdef
+    return ParserSet(sources, syslog_names)
