@@ -52,20 +52,26 @@ class SourceResult:
 
 
 def run_source(corpus: Path, source: str, parsers: ParserSet) -> SourceResult:
+    """Parse every file of one corpus source; files sharing a default program go in one batch."""
     res = SourceResult(source)
+    batches: dict[str | None, tuple[list[str], list[str]]] = {}
     for path in sorted((corpus / source).rglob("*")):
         if not path.is_file():
             continue
         raw = path.read_bytes().decode("utf-8", errors="replace").splitlines()
         lines = [ln for ln in raw if is_log_line(ln)]
-        opts = HeaderOptions(tz="UTC", default_program=default_program(source, path))
-        events = parse_lines(pl.DataFrame({"line": pl.Series(lines, dtype=pl.String)}), parsers, opts, file=str(path))
         res.files += 1
-        res.lines += len(lines)
+        names, texts = batches.setdefault(default_program(source, path), ([], []))
+        names += [str(path.relative_to(corpus))] * len(lines)
+        texts += lines
+    for program, (names, texts) in batches.items():
+        opts = HeaderOptions(tz="UTC", default_program=program)
+        events = parse_lines(pl.DataFrame({"line": pl.Series(texts, dtype=pl.String)}), parsers, opts)
+        res.lines += len(texts)
         res.events += events.height
-        bad = events.filter(pl.col("kind") == "unparsed")
+        bad = events.with_row_index("_i").filter(pl.col("kind") == "unparsed")
         res.unparsed += bad.height
-        res.unparsed_lines += [f"{path.relative_to(corpus)}:{ln}" for ln in bad["message"].to_list()]
+        res.unparsed_lines += [f"{names[i]}: {m}" for i, m in zip(bad["_i"].to_list(), bad["message"].to_list())]
     return res
 
 

@@ -54,21 +54,33 @@ def _guess_source(program: pl.Expr, parsers: ParserSet) -> pl.Expr:
 
 def assign_sources(df: pl.DataFrame, parsers: ParserSet, default_program: str | None) -> pl.DataFrame:
     """Settle program, pid, message and source of every line."""
-    bare_base = pl.col("_bare_program").str.extract(_PROG_BASE)
-    bare_src = _program_source(bare_base, parsers)
-    df = df.with_columns(pl.when(pl.col("_bare")).then(bare_src).alias("_bare_src"))
-    bare_known = pl.col("_bare") & pl.col("_bare_src").is_not_null()
-    bare_default = pl.col("_bare") & pl.col("_bare_src").is_null() & pl.lit(default_program is not None)
-    df = df.with_columns(
-        pl.when(bare_known).then(pl.col("_bare_program"))
-        .when(bare_default).then(pl.lit(default_program, dtype=pl.String))
-        .otherwise(pl.col("program")).alias("program"),
-        pl.when(bare_known).then(pl.col("_bare_pid")).otherwise(pl.col("pid")).alias("pid"),
-        pl.when(bare_known).then(pl.col("_bare_message")).otherwise(pl.col("message")).alias("message"),
-    ).drop("_bare_program", "_bare_pid", "_bare_message", "_bare", "_bare_src")
+    bare_src = _program_source(pl.col("_bare_program").str.extract(_PROG_BASE), parsers)
+    # "prog: msg" without header counts only when prog names a known source.
+    known = pl.col("_bare") & bare_src.is_not_null()
+    updates = []
+    if df["_bare_program"].null_count() < df.height:
+        updates = [
+            pl.when(known).then(pl.col("_bare_program")).otherwise(pl.col("program")).alias("program"),
+            pl.when(known).then(pl.col("_bare_pid")).otherwise(pl.col("pid")).alias("pid"),
+            pl.when(known).then(pl.col("_bare_message")).otherwise(pl.col("message")).alias("message"),
+        ]
+    if default_program is not None:
+        df = df.with_columns(updates).with_columns(
+            pl.when(pl.col("_bare") & pl.col("program").is_null()).then(pl.lit(default_program))
+            .otherwise(pl.col("program")).alias("program"))
+    elif updates:
+        df = df.with_columns(updates)
+    df = df.drop("_bare_program", "_bare_pid", "_bare_message", "_bare")
     prog_base = pl.col("program").str.extract(_PROG_BASE)
+    src = pl.coalesce(_program_source(prog_base, parsers), pl.col("hint"))
+    if any(s.markers for s in parsers.sources.values()):
+        src = pl.coalesce(src, pl.when(pl.col("program").is_null() | src.is_null()).then(_marker_source(pl.col("message"), parsers)))
+    df = df.with_columns(src.alias("_src"))
+    # Lines without any header continue the entry above them (exim's multi-line
+    # entries, rejectlog envelope and header lines): they belong to its source.
+    headerless = pl.col("ts").is_null() & pl.col("program").is_null() & pl.col("_src").is_null()
     df = df.with_columns(
-        pl.coalesce(_program_source(prog_base, parsers), pl.col("hint"), _marker_source(pl.col("message"), parsers)).alias("_src")
+        pl.when(headerless).then(pl.col("_src").forward_fill()).otherwise(pl.col("_src")).alias("_src")
     )
     return df.drop("hint")
 

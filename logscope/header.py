@@ -110,75 +110,19 @@ def _iso_to_utc(iso: pl.Expr, tz: str) -> pl.Expr:
     return pl.coalesce(with_zone, _local_to_utc(naive, tz))
 
 
-def parse_header(lines: pl.DataFrame, opts: HeaderOptions) -> pl.DataFrame:
-    """Add ts, host, program, pid, message, level and hint columns to a frame with ``line``."""
-    anchor = opts.anchor or datetime.now(timezone.utc)
-    line = pl.col("line").fill_null("")
-    df = lines.with_columns(line.alias("line"))
-    # <PRI> prefix: strip it, remember that the rest may be RFC 5424.
-    has_pri = pl.col("line").str.starts_with("<")
-    df = df.with_columns(
-        pl.when(has_pri).then(pl.col("line").str.replace(r"^<\d{1,3}>", "")).otherwise(pl.col("line")).alias("_l"),
-    )
-    L = pl.col("_l")
-    first = L.str.slice(0, 1)
-    is_digit = first.is_in(list("0123456789"))
-    is_iso_space = is_digit & (L.str.slice(10, 1) == " ") & L.str.contains(r"^\d{4}-\d\d-\d\d \d")
-    is_5424 = has_pri & L.str.starts_with("1 ")
-    is_special = first.is_in(["@", "#"])
-    # BSD and RFC 3339: cut at the first ": " and match only the short prefix.
-    cut = L.str.find(": ", literal=True)
-    synt = ~is_iso_space & ~is_5424 & ~is_special
-    df = df.with_columns(
-        cut.alias("_cut"),
-        _groups(L.str.slice(0, cut), synt & cut.is_not_null(), _PRE).alias("_pre"),
-    ).unnest("_pre")
-    pre_ok = pl.col("time").is_not_null() | pl.col("iso").is_not_null()
-    # "host : msg" (Cisco) leaves a trailing space before ": ": that token is the host.
-    trailing = L.str.slice(0, pl.col("_cut")).str.ends_with(" ")
-    df = df.with_columns(
-        pl.when(pre_ok & trailing & pl.col("host").is_null()).then(pl.col("prog")).otherwise(pl.col("host")).alias("host"),
-        pl.when(pre_ok & trailing & pl.col("host").is_null()).then(None).otherwise(pl.col("prog")).alias("prog"),
-        pl.when(pre_ok).then(L.str.slice(pl.col("_cut") + 2)).alias("msg"),
-    )
-    # BSD lines that the prefix regex did not take (no program, no ": ").
-    nop = _groups(L, synt & ~pre_ok & first.is_in(list("ADFJMNOS")), _BSD_NOPROG)
-    iso_s = _groups(L, is_iso_space, _ISO_SPACE)
-    r5424 = _groups(L, is_5424, _RFC5424)
-    tai = _groups(L, first == "@", _TAI)
-    rsp1 = _groups(L, first == "#", _RSPAMD1)
-    df = df.with_columns(nop.alias("_nop"), iso_s.alias("_isos"), r5424.alias("_5424"),
-                         tai.alias("_tai"), rsp1.alias("_rsp1"))
-    f = lambda s, name: pl.col(s).struct.field(name)  # noqa: E731
-    mon = pl.coalesce(pl.col("mon"), f("_nop", "mon"), f("_rsp1", "mon"))
-    day = pl.coalesce(pl.col("day"), f("_nop", "day"), f("_rsp1", "day"))
-    time_ = pl.coalesce(pl.col("time"), f("_nop", "time"), f("_rsp1", "time"))
-    year_given = pl.coalesce(pl.col("year"), f("_nop", "year")).cast(pl.Int32, strict=False)
-    df = df.with_columns(
-        mon.alias("_mon"), day.alias("_day"), time_.alias("_time"), year_given.alias("_year"),
-        pl.coalesce(pl.col("host"), f("_nop", "host"), f("_isos", "host"), f("_5424", "host"), f("_rsp1", "host")).alias("host"),
-        pl.coalesce(pl.col("prog"), f("_isos", "prog"), f("_isos", "dprog"), f("_5424", "prog"), f("_tai", "prog"),
-                    pl.when(f("_isos", "rpid").is_not_null() | f("_rsp1", "pid").is_not_null()).then(pl.lit("rspamd"))).alias("program"),
-        pl.coalesce(pl.col("pid"), f("_isos", "pid"), f("_isos", "rpid"), f("_isos", "xpid"), f("_5424", "pid"),
-                    f("_tai", "pid"), f("_rsp1", "pid")).cast(pl.Int64, strict=False).alias("pid"),
-        pl.coalesce(pl.col("msg"), f("_nop", "msg"),
-                    pl.when(f("_isos", "worker").is_not_null()).then(f("_isos", "worker") + " " + f("_isos", "msg")).otherwise(f("_isos", "msg")),
-                    f("_5424", "msg"), f("_tai", "msg"),
-                    pl.when(f("_rsp1", "worker").is_not_null()).then(f("_rsp1", "worker") + " " + f("_rsp1", "msg")),
-                    ).alias("message"),
-        f("_isos", "dlevel").replace_strict(_LEVELS, default=None, return_dtype=pl.String).alias("level"),
-        pl.when(f("_isos", "xpid").is_not_null() | (is_iso_space & f("_isos", "prog").is_null() & f("_isos", "rpid").is_null() & f("_isos", "dprog").is_null()))
-        .then(pl.lit("exim")).when(f("_isos", "dprog").is_not_null()).then(pl.lit("dovecot"))
-        .when(f("_isos", "rpid").is_not_null() | f("_rsp1", "pid").is_not_null()).then(pl.lit("rspamd"))
-        .alias("hint"),
-        pl.coalesce(pl.col("iso"), f("_5424", "iso")).alias("_iso"),
-        f("_isos", "isos").alias("_isos_ts"),
-        f("_tai", "tai").alias("_tai_ts"),
-    )
-    # Timestamps.
+def _timestamps(df: pl.DataFrame, opts: HeaderOptions, anchor: datetime) -> pl.Series:
+    """UTC timestamps from the header parts, computed once per distinct value.
+
+    Busy logs repeat the same second thousands of times, so the date
+    arithmetic runs on the distinct keys and is joined back.
+    """
+    keys = ["_mon", "_day", "_time", "_year", "_iso", "_isos_ts", "_tai_ts"]
+    key = pl.concat_str([pl.col(k).cast(pl.String).fill_null("") for k in keys], separator="|").alias("_k")
+    keyed = df.select(key, *keys)
+    uniq = keyed.unique("_k")
     if opts.year is not None:
-        bsd_year = pl.lit(opts.year, dtype=pl.Int32)
-        bsd = _local_to_utc(_bsd_datetime(pl.col("_mon"), pl.col("_day"), pl.coalesce(pl.col("_year"), bsd_year), pl.col("_time")), opts.tz)
+        year = pl.coalesce(pl.col("_year"), pl.lit(opts.year, dtype=pl.Int32))
+        bsd = _local_to_utc(_bsd_datetime(pl.col("_mon"), pl.col("_day"), year, pl.col("_time")), opts.tz)
     else:
         y = pl.lit(anchor.year, dtype=pl.Int32)
         this_year = _local_to_utc(_bsd_datetime(pl.col("_mon"), pl.col("_day"), pl.coalesce(pl.col("_year"), y), pl.col("_time")), opts.tz)
@@ -188,25 +132,96 @@ def parse_header(lines: pl.DataFrame, opts: HeaderOptions) -> pl.DataFrame:
     tai_secs = pl.col("_tai_ts").str.slice(1, 15).str.to_integer(base=16, strict=False) - 10
     tai_ts = pl.from_epoch(tai_secs, time_unit="s").dt.cast_time_unit("us").dt.replace_time_zone("UTC")
     isos_ts = _local_to_utc(pl.col("_isos_ts").str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S%.f", strict=False), opts.tz)
-    df = df.with_columns(
-        pl.coalesce(
-            pl.when(pl.col("_mon").is_not_null()).then(bsd),
-            pl.when(pl.col("_iso").is_not_null()).then(_iso_to_utc(pl.col("_iso"), opts.tz)),
-            pl.when(pl.col("_isos_ts").is_not_null()).then(isos_ts),
-            pl.when(pl.col("_tai_ts").is_not_null()).then(tai_ts),
-        ).alias("ts"),
-        pl.coalesce(pl.col("message"), L).alias("message"),
+    uniq = uniq.with_columns(pl.coalesce(
+        pl.when(pl.col("_mon").is_not_null()).then(bsd),
+        pl.when(pl.col("_iso").is_not_null()).then(_iso_to_utc(pl.col("_iso"), opts.tz)),
+        pl.when(pl.col("_isos_ts").is_not_null()).then(isos_ts),
+        pl.when(pl.col("_tai_ts").is_not_null()).then(tai_ts),
+    ).alias("ts"))
+    return keyed.select("_k").join(uniq.select("_k", "ts"), on="_k", how="left", maintain_order="left")["ts"]
+
+
+def parse_header(lines: pl.DataFrame, opts: HeaderOptions) -> pl.DataFrame:
+    """Add ts, host, program, pid, message, level and hint columns to a frame with ``line``."""
+    anchor = opts.anchor or datetime.now(timezone.utc)
+    L = pl.col("_l")
+    has_pri = pl.col("line").str.starts_with("<")
+    # <PRI> prefix: strip it, remember that the rest may be RFC 5424.
+    df = lines.select(
+        pl.col("line").fill_null(""),
+        pl.when(has_pri).then(pl.col("line").str.replace(r"^<\d{1,3}>", "")).otherwise(pl.col("line").fill_null("")).alias("_l"),
+        has_pri.fill_null(False).alias("_pri"),
     )
-    # Bare messages: "prog: msg" where prog is a known daemon, or the default program.
+    first = L.str.slice(0, 1)
+    df = df.with_columns(
+        (first.is_in(list("0123456789")) & (L.str.slice(10, 1) == " ") & L.str.contains(r"^\d{4}-\d\d-\d\d \d")).alias("_f_isos"),
+        (pl.col("_pri") & L.str.starts_with("1 ")).alias("_f_5424"),
+        (first == "@").alias("_f_tai"),
+        (first == "#").alias("_f_rsp1"),
+        L.str.find(": ", literal=True).alias("_cut"),
+    )
+    present = df.select(pl.col("_f_isos", "_f_5424", "_f_tai", "_f_rsp1").any()).row(0, named=True)
+    # BSD and RFC 3339: cut at the first ": " and match only the short prefix.
+    synt = ~pl.col("_f_isos") & ~pl.col("_f_5424") & ~pl.col("_f_tai") & ~pl.col("_f_rsp1")
+    df = df.with_columns(
+        _groups(L.str.slice(0, pl.col("_cut")), synt & pl.col("_cut").is_not_null(), _PRE).alias("_pre"),
+    ).unnest("_pre")
+    pre_ok = pl.col("time").is_not_null() | pl.col("iso").is_not_null()
+    # "host : msg" (Cisco) leaves a trailing space before ": ": that token is the host.
+    host_only = pre_ok & pl.col("host").is_null() & L.str.slice(0, pl.col("_cut")).str.ends_with(" ")
+    df = df.with_columns(
+        pl.when(host_only).then(pl.col("prog")).otherwise(pl.col("host")).alias("host"),
+        pl.when(host_only).then(None).otherwise(pl.col("prog")).alias("prog"),
+        pl.when(pre_ok).then(L.str.slice(pl.col("_cut") + 2)).alias("msg"),
+        (synt & ~pre_ok & first.is_in(list("ADFJMNOS"))).alias("_f_nop"),
+    )
+    present["_f_nop"] = df["_f_nop"].any()
+    # The rarer formats: one regex each, only when the batch has such lines.
+    extra = {"_f_nop": ("_nop", _BSD_NOPROG), "_f_isos": ("_isos", _ISO_SPACE), "_f_5424": ("_5424", _RFC5424),
+             "_f_tai": ("_tai", _TAI), "_f_rsp1": ("_rsp1", _RSPAMD1)}
+    df = df.with_columns(_groups(L, pl.col(flag), regex).alias(name)
+                         for flag, (name, regex) in extra.items() if present[flag])
+    have = {name for flag, (name, _) in extra.items() if present[flag]}
+
+    def f(struct: str, field: str) -> pl.Expr:
+        return pl.col(struct).struct.field(field) if struct in have else pl.lit(None, dtype=pl.String)
+
+    none = pl.lit(None, dtype=pl.String)
+    isos_worker = pl.when(f("_isos", "worker").is_not_null()).then(f("_isos", "worker") + " " + f("_isos", "msg")).otherwise(f("_isos", "msg"))
+    rsp1_msg = pl.when(f("_rsp1", "worker").is_not_null()).then(f("_rsp1", "worker") + " " + f("_rsp1", "msg"))
+    hint = (pl.when(f("_isos", "xpid").is_not_null() | (pl.col("_f_isos") & f("_isos", "prog").is_null() & f("_isos", "rpid").is_null() & f("_isos", "dprog").is_null()))
+            .then(pl.lit("exim")).when(f("_isos", "dprog").is_not_null()).then(pl.lit("dovecot"))
+            .when(f("_isos", "rpid").is_not_null() | f("_rsp1", "pid").is_not_null()).then(pl.lit("rspamd"))
+            .otherwise(none)) if have & {"_isos", "_rsp1"} else none
+    df = df.with_columns(
+        pl.coalesce(pl.col("mon"), f("_nop", "mon"), f("_rsp1", "mon")).alias("_mon"),
+        pl.coalesce(pl.col("day"), f("_nop", "day"), f("_rsp1", "day")).alias("_day"),
+        pl.coalesce(pl.col("time"), f("_nop", "time"), f("_rsp1", "time")).alias("_time"),
+        pl.coalesce(pl.col("year"), f("_nop", "year")).cast(pl.Int32, strict=False).alias("_year"),
+        pl.coalesce(pl.col("host"), f("_nop", "host"), f("_isos", "host"), f("_5424", "host"), f("_rsp1", "host")).alias("host"),
+        pl.coalesce(pl.col("prog"), f("_isos", "prog"), f("_isos", "dprog"), f("_5424", "prog"), f("_tai", "prog"),
+                    pl.when(f("_isos", "rpid").is_not_null() | f("_rsp1", "pid").is_not_null()).then(pl.lit("rspamd"))).alias("program"),
+        pl.coalesce(pl.col("pid"), f("_isos", "pid"), f("_isos", "rpid"), f("_isos", "xpid"), f("_5424", "pid"),
+                    f("_tai", "pid"), f("_rsp1", "pid")).cast(pl.Int64, strict=False).alias("pid"),
+        pl.coalesce(pl.col("msg"), f("_nop", "msg"), isos_worker, f("_5424", "msg"), f("_tai", "msg"), rsp1_msg, L).alias("message"),
+        f("_isos", "dlevel").replace_strict(_LEVELS, default=None, return_dtype=pl.String).alias("level"),
+        hint.alias("hint"),
+        pl.coalesce(pl.col("iso"), f("_5424", "iso")).alias("_iso"),
+        f("_isos", "isos").alias("_isos_ts"),
+        f("_tai", "tai").alias("_tai_ts"),
+    )
+    df = df.with_columns(_timestamps(df, opts, anchor).alias("ts"))
+    # Bare messages: "prog: msg" where prog may be a known daemon (the engine decides).
     bare = pl.col("ts").is_null() & pl.col("program").is_null()
-    df = df.with_columns(_groups(pl.col("message"), bare, _BARE_PROG).alias("_bare"))
-    df = df.with_columns(
-        pl.when(bare & f("_bare", "prog").is_not_null()).then(f("_bare", "prog")).otherwise(pl.col("program")).alias("_bprog"),
-        pl.when(bare & f("_bare", "prog").is_not_null()).then(f("_bare", "pid").cast(pl.Int64, strict=False)).otherwise(pl.col("pid")).alias("_bpid"),
-        pl.when(bare & f("_bare", "prog").is_not_null()).then(f("_bare", "msg")).otherwise(pl.col("message")).alias("_bmsg"),
-    )
-    return df.select(
-        "line", "ts", "host", "program", "pid", "message", "level", "hint",
-        pl.col("_bprog").alias("_bare_program"), pl.col("_bpid").alias("_bare_pid"),
-        pl.col("_bmsg").alias("_bare_message"), bare.alias("_bare"),
+    df = df.with_columns(bare.alias("_bare"))
+    out = df.select("line", "ts", "host", "program", "pid", "message", "level", "hint", "_bare")
+    if not out["_bare"].any():
+        return out.with_columns(pl.lit(None, dtype=pl.String).alias("_bare_program"),
+                                pl.lit(None, dtype=pl.Int64).alias("_bare_pid"),
+                                pl.lit(None, dtype=pl.String).alias("_bare_message"))
+    b = _groups(pl.col("message"), pl.col("_bare"), _BARE_PROG).struct
+    return out.with_columns(
+        b.field("prog").alias("_bare_program"),
+        b.field("pid").cast(pl.Int64, strict=False).alias("_bare_pid"),
+        b.field("msg").alias("_bare_message"),
     )
