@@ -29,7 +29,7 @@ import fnmatch
 import re
 import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
+import importlib.util
 from pathlib import Path
 
 import polars as pl
@@ -114,13 +114,11 @@ class ParserSet:
 
 def builtin_dir() -> Path:
     """The directory of the bundled parser files (installed, or the repo's parsers/)."""
-    try:
-        path = Path(str(resources.files("logscope.parsers")))
-        if any(path.glob("*.toml")):
-            return path
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return Path(__file__).resolve().parent.parent / "parsers"
+    repo = Path(__file__).resolve().parent.parent / "parsers"
+    if repo.is_dir():  # a checkout or an editable install
+        return repo
+    spec = importlib.util.find_spec("logscope.parser_files")  # installed package data
+    return Path(list(spec.submodule_search_locations)[0]) if spec and spec.submodule_search_locations else repo
 
 
 def _compile_file(path: Path, compiler_columns: tuple[str, ...]) -> SourceDef:
