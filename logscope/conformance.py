@@ -18,6 +18,7 @@ import polars as pl
 from .engine import parse_lines
 from .header import HeaderOptions
 from .parsers import ParserSet, load
+from .samples import is_comment
 
 LOG_SOURCES = ("postfix", "dovecot", "exim", "rspamd", "cisco_asa")
 # The acceptance targets: share of unparsed lines per source.
@@ -26,7 +27,7 @@ TARGETS = {"postfix": 0.02, "dovecot": 0.02, "cisco_asa": 0.02, "exim": 0.05, "r
 
 def is_log_line(line: str) -> bool:
     s = line.strip()
-    return bool(s) and not s.startswith("#") and not s.startswith("********")
+    return bool(s) and not is_comment(s) and not s.startswith("********")
 
 
 def default_program(source: str, path: Path) -> str | None:

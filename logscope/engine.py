@@ -52,7 +52,8 @@ def _guess_source(program: pl.Expr, parsers: ParserSet) -> pl.Expr:
     return expr.otherwise(pl.lit("unknown"))
 
 
-def assign_sources(df: pl.DataFrame, parsers: ParserSet, default_program: str | None) -> pl.DataFrame:
+def assign_sources(df: pl.DataFrame, parsers: ParserSet, default_program: str | None,
+                   continues: str | None = None) -> pl.DataFrame:
     """Settle program, pid, message and source of every line."""
     bare_src = _program_source(pl.col("_bare_program").str.extract(_PROG_BASE), parsers)
     # "prog: msg" without header counts only when prog names a known source.
@@ -80,7 +81,7 @@ def assign_sources(df: pl.DataFrame, parsers: ParserSet, default_program: str | 
     # entries, rejectlog envelope and header lines): they belong to its source.
     headerless = pl.col("ts").is_null() & pl.col("program").is_null() & pl.col("_src").is_null()
     df = df.with_columns(
-        pl.when(headerless).then(pl.col("_src").forward_fill()).otherwise(pl.col("_src")).alias("_src")
+        pl.when(headerless).then(pl.col("_src").forward_fill().fill_null(pl.lit(continues, dtype=pl.String))).otherwise(pl.col("_src")).alias("_src")
     )
     return df.drop("hint")
 
@@ -176,8 +177,13 @@ def parse_lines(
     opts: HeaderOptions | None = None,
     file: str | None = None,
     first_line: int = 1,
+    continues: str | None = None,
 ) -> pl.DataFrame:
-    """Parse raw lines (a ``line`` column) into an events frame of the schema."""
+    """Parse raw lines (a ``line`` column) into an events frame of the schema.
+
+    ``continues`` is the source of the line before this batch (the previous
+    chunk of the same file), for header-less continuation lines at its start.
+    """
     opts = opts or HeaderOptions()
     if not isinstance(lines, pl.DataFrame):
         lines = pl.DataFrame({"line": pl.Series("line", lines, dtype=pl.String)})
@@ -185,7 +191,7 @@ def parse_lines(
     if lines.height == 0:
         return pl.DataFrame(schema=target)
     df = parse_header(lines.select(pl.col("line").cast(pl.String)), opts)
-    df = assign_sources(df, parsers, opts.default_program).with_row_index("_row")
+    df = assign_sources(df, parsers, opts.default_program, continues).with_row_index("_row")
     prepared: list[pl.DataFrame] = []
     fields: list[pl.DataFrame] = []
     for (src,), part in df.partition_by("_src", as_dict=True).items():

@@ -104,10 +104,10 @@ _SPAM_SYMS = tuple((n, s) for n, s in (
 # Relative arrival rates (events per second at rate multiplier 1). Machine
 # traffic (spam, scanners, relayed mail) is flat; human traffic (IMAP,
 # submission) follows the day curve below.
-_MACHINE = (("inbound", 0.38), ("spam", 0.20), ("misc_reject", 0.05), ("asa", 0.17),
+_MACHINE = (("inbound", 0.38), ("spam", 0.20), ("misc_reject", 0.05), ("asa", 0.145),
             ("pf_noise", 0.025), ("burst", 0.0012), ("dovecot_fail", 0.03), ("pickup", 0.004),
             ("asa_rare", 0.0008))
-_HUMAN = (("outbound", 0.13), ("imap", 0.24), ("pop3", 0.02), ("user_fail", 0.006))
+_HUMAN = (("outbound", 0.13), ("imap", 0.31), ("pop3", 0.02), ("user_fail", 0.006))
 _DAY_CURVE = (0.25, 0.2, 0.18, 0.18, 0.2, 0.3, 0.55, 0.95, 1.45, 1.7, 1.75, 1.7, 1.45, 1.55,
               1.7, 1.7, 1.55, 1.35, 1.1, 0.9, 0.75, 0.6, 0.45, 0.35)
 
@@ -145,24 +145,36 @@ class _Pool:
     ``max_use`` sessions (like postfix's max_idle/max_use), so pids recur
     realistically and never overlap."""
 
-    __slots__ = ("sim", "idle", "max_idle", "max_use")
+    __slots__ = ("sim", "idle", "max_idle", "max_use", "busy")
 
     def __init__(self, sim: "_Sim", max_idle: float = 100.0, max_use: int = 100):
         self.sim = sim
-        self.idle: list[tuple[float, int, int]] = []
+        self.idle: list[tuple[float, int, int]] = []  # (free from, pid, sessions served)
         self.max_idle = max_idle
         self.max_use = max_use
+        self.busy: dict[int, int] = {}
 
-    def get(self, now: float, end: float) -> int:
+    def get(self, now: float, end: float | None = None) -> int:
+        """A free pid at ``now``, busy until ``end`` (or until ``put`` when the end is not known yet)."""
         idle = self.idle
+        pid = None
+        uses = 0
         while idle and idle[0][0] <= now:
-            free_at, pid, uses = heapq.heappop(idle)
-            if now - free_at <= self.max_idle and uses < self.max_use:
-                heapq.heappush(idle, (end, pid, uses + 1))
-                return pid
-        pid = self.sim.new_pid()
-        heapq.heappush(idle, (end, pid, 1))
+            free_at, p, u = heapq.heappop(idle)
+            if now - free_at <= self.max_idle and u < self.max_use:
+                pid, uses = p, u
+                break
+        if pid is None:
+            pid = self.sim.new_pid()
+        if end is None:
+            self.busy[pid] = uses + 1
+        else:
+            heapq.heappush(idle, (end, pid, uses + 1))
         return pid
+
+    def put(self, pid: int, end: float) -> None:
+        """The session of ``pid`` ended at ``end``."""
+        heapq.heappush(self.idle, (end, pid, self.busy.pop(pid)))
 
 
 class _Sim:
@@ -236,7 +248,8 @@ class _Sim:
                 a = r.choice("abcdefghijklmnopqrstuvwxyz")
                 host = pat.format(a=a, n=r.randint(1, 99), m=r.randint(1, 250))
                 ip = self._ip6() if r.random() < 0.2 else self._ip4()
-                senders.append((ip, host, host, dom, ip.count(":") > 0, mid_host, r.paretovariate(1.0) * 3))
+                mid = mid_host.format(a=a, n=r.randint(1, 99))
+                senders.append((ip, host, host, dom, ":" in ip, mid, r.paretovariate(1.0) * 3))
         for _ in range(700):
             dom = f"{self._word()}-{r.choice(_ORG_WORDS)}.{r.choice(_TLDS)}"
             host = f"{r.choice(('mail', 'mx', 'smtp', 'mailout', 'relay'))}{r.choice(('', '1', '2', '01'))}.{dom}"
@@ -276,8 +289,8 @@ class _Sim:
         self.attackers = [self._ip4() for _ in range(6)]
         self.scanners = [self._ip4() for _ in range(40)]
         self.resolvers = ("9.9.9.9", "1.1.1.1", "8.8.8.8")
-        self.ham_syms = [f"{n}({s:.2f}){{}}" for n, s in _HAM_SYMS]
-        self.spam_syms = [f"{n}({s:.2f}){{}}" for n, s in _SPAM_SYMS]
+        self.ham_syms = [(f"{n}({s:.2f}){{}}", s) for n, s in _HAM_SYMS]
+        self.spam_syms = [(f"{n}({s:.2f}){{}}", s) for n, s in _SPAM_SYMS]
 
     # ---- emitting ----------------------------------------------------
     def emit(self, t: float, text: str) -> None:
@@ -331,18 +344,14 @@ class _Sim:
                size: int, spamminess: float) -> tuple[str, float]:
         """Emit the rspamd task log of one scan; returns (action, score)."""
         r = self.rng
-        syms = r.sample(self.ham_syms, r.randint(3, 7))
-        score = 0.0
-        for s in syms:
-            score += float(s[s.index("(") + 1:s.index(")")])
+        picks = r.sample(self.ham_syms, r.randint(3, 7))
         if spamminess > 0:
             k = min(len(self.spam_syms), max(1, int(spamminess * r.uniform(1, 4))))
-            for s in r.sample(self.spam_syms, k):
-                syms.append(s)
-                score += float(s[s.index("(") + 1:s.index(")")])
-            syms = [s for s in syms if not s.startswith(("BAYES_HAM", "NEURAL_HAM"))] if score > 6 else syms
-            score = sum(float(s[s.index("(") + 1:s.index(")")]) for s in syms)
-        syms.sort()
+            picks += r.sample(self.spam_syms, k)
+            if sum(v for _, v in picks) > 6:  # a spammy message is not also Bayes-ham
+                picks = [p for p in picks if not p[0].startswith(("BAYES_HAM", "NEURAL_HAM"))]
+        score = sum(v for _, v in picks)
+        syms = sorted(s for s, _ in picks)
         if score >= 15:
             action = "reject"
         elif score >= 6:
@@ -355,7 +364,7 @@ class _Sim:
         pid = r.choice(self.rspamd_pids)
         rc = ",".join(f"<{x}>" for x in rcpts)
         pre = f"{self.host} rspamd[{pid}]: (normal) <{uid}>; "
-        if r.random() < 0.45:  # rspamd logs the parsed message before the verdict at info level
+        if r.random() < 0.3:  # rspamd logs the parsed message before the verdict at info level
             self.emit(t - 0.002, f"{pre}task; rspamd_message_parse: loaded message; id: <{msgid}>; queue-id: <{qid}>; "
                                  f"size: {size}; checksum: <{r.getrandbits(128):032x}>")
         real = r.uniform(40, 900)
@@ -478,8 +487,7 @@ class _Sim:
         """An accepted smtpd session: queue, scan, deliver (or milter reject), disconnect."""
         r = self.rng
         t_conn = t + 0.003
-        end_guess = t_conn + 3
-        pid = self.pools["smtpd"].get(t_conn, end_guess)
+        pid = self.pools["smtpd"].get(t_conn)
         pre = f"{self.host} postfix/smtpd[{pid}]: "
         t = self.smtpd_connect(t_conn, host, ip, bad, pre, tls)
         qid = self.qid()
@@ -507,23 +515,25 @@ class _Sim:
         counts.append(("quit", 1, 1))
         t_end = t + r.uniform(0.02, 0.3)
         self.emit(t_end, f"{pre}disconnect from {host}[{ip}] {_cmds(counts)}")
-        if not v6 and r.random() < 0.35:
+        self.pools["smtpd"].put(pid, t_end)
+        if not v6 and r.random() < 0.25:
             self.asa_in(t_conn - 0.02, t_end + 0.001, ip, port, 25, size + r.randint(1500, 6000))
 
     # ---- postfix: spam and rejects -----------------------------------
     def spam(self, t: float) -> None:
         """A spammy client: blocked by postscreen, rejected by smtpd, by rspamd, or delivered to Junk."""
         r = self.rng
+        t0 = t
         ip, host, helo, dom, v6, listed, _ = r.choices(self.spammers, cum_weights=self.spam_cw)[0]
         self.remember_ip(ip)
         port = r.randint(1024, 65535)
         sender = f"{r.choice(('promo', 'info', 'news', 'offer', 'sales', 'noreply'))}{r.randint(1, 999)}@{dom}"
-        rcpt = self.user()[1] if r.random() < 0.7 else f"{r.choice(_FIRST)}{r.randint(1, 99)}@{OUR_DOMAINS[0]}"
+        rcpt = self.user()[1]
         x = r.random()
         if listed and x < 0.8:
             t = self.postscreen(t, ip, v6, port, "pregreet" if x < 0.15 else "dnsbl", sender, rcpt, helo)
             if not v6 and r.random() < 0.2:
-                self.asa_in(t - 10, t + 0.01, ip, port, 25, r.randint(300, 900))
+                self.asa_in(t0 - 0.02, t + 0.01, ip, port, 25, r.randint(300, 900))
             return
         if x < 0.12 and not listed:
             self.postscreen(t, ip, v6, port, "hangup")
@@ -558,7 +568,7 @@ class _Sim:
                 tls: bool = False, bad: str | None = None, stage: str = "RCPT") -> None:
         """smtpd session ending in a NOQUEUE reject (and a disconnect or lost connection)."""
         r = self.rng
-        pid = self.pools["smtpd"].get(t, t + 5)
+        pid = self.pools["smtpd"].get(t)
         pre = f"{self.host} postfix/smtpd[{pid}]: "
         t = self.smtpd_connect(t, host, ip, bad, pre, tls) + r.uniform(0.1, 1.0)
         if stage == "MAIL":
@@ -577,6 +587,7 @@ class _Sim:
                 counts.append(("data", 0, 1))
             counts += [("rset", 1, 1), ("quit", 1, 1)]
         self.emit(t + 0.001, f"{pre}disconnect from {host}[{ip}] {_cmds(counts)}")
+        self.pools["smtpd"].put(pid, t + 0.001)
 
     def misc_reject(self, t: float) -> None:
         """Odd clients: greylisting, unknown users, missing rDNS, full disk moments."""
@@ -611,7 +622,7 @@ class _Sim:
         """Postfix lines outside message lifecycles: lost connections, warnings."""
         r = self.rng
         ip, host, *_ = r.choice(self.misc) if r.random() < 0.7 else r.choice(self.spammers)
-        pid = self.pools["smtpd"].get(t, t + 2)
+        pid = self.pools["smtpd"].get(t)
         pre = f"{self.host} postfix/smtpd[{pid}]: "
         x = r.random()
         self.emit(t, f"{pre}connect from {host}[{ip}]")
@@ -641,6 +652,7 @@ class _Sim:
             self.emit(t, f"{self.p_ps}warning: dnsblog reply timeout 10s for zen.spamhaus.org")
             counts = [("ehlo", 1, 1), ("quit", 1, 1)]
         self.emit(t + 0.001, f"{pre}disconnect from {host}[{ip}] {_cmds(counts)}")
+        self.pools["smtpd"].put(pid, t + 0.001)
 
     # ---- postfix: outbound -------------------------------------------
     def outbound(self, t: float) -> None:
@@ -650,7 +662,7 @@ class _Sim:
         home, phone_net, office = self.user_ips[ui]
         ip = r.choice((home, office, office, f"{phone_net}.{r.randint(0, 255)}.{r.randint(1, 254)}"))
         host = "unknown" if r.random() < 0.3 else f"{ip.replace('.', '-').replace(':', '-')}.client.{self._word()}-isp.net"
-        pid = self.pools["submission"].get(t, t + 4)
+        pid = self.pools["submission"].get(t)
         pre = f"{self.host} postfix/submission/smtpd[{pid}]: "
         t = self.smtpd_connect(t, host, ip, None, pre, True)
         nr = 1 if r.random() < 0.75 else r.randint(2, 3)
@@ -672,9 +684,11 @@ class _Sim:
         self.rspamd(t, msgid, qid, ip, user, [x[0] for x in rcpts], size, 0.0)
         t += 0.005
         self.emit(t, f"{self.qmgr_pre(qid)}from=<{user}>, size={size}, nrcpt={nr} (queue active)")
-        self.emit(t + r.uniform(0.05, 0.3), f"{pre}disconnect from {host}[{ip}] " + _cmds(
+        t_end = t + r.uniform(0.05, 0.3)
+        self.emit(t_end, f"{pre}disconnect from {host}[{ip}] " + _cmds(
             [("ehlo", 2, 2), ("starttls", 1, 1), ("auth", 1, 1), ("mail", 1, 1), ("rcpt", nr, nr),
              ("data", 1, 1), ("quit", 1, 1)]))
+        self.pools["submission"].put(pid, t_end)
         pending = False
         bounces = []
         for rc, d in rcpts:
@@ -778,7 +792,7 @@ class _Sim:
                 self.imap_fail(t, ip, r.choice(_ATTACK_USERS) if r.random() < 0.7 else self.user()[1])
                 continue
             svc = "submission" if r.random() < 0.8 else "smtpd"
-            pid = self.pools[svc].get(t, t + 3)
+            pid = self.pools[svc].get(t)
             pre = f"{self.host} postfix/{'submission/' if svc == 'submission' else ''}smtpd[{pid}]: "
             self.emit(t, f"{pre}connect from unknown[{ip}]")
             t2 = t + r.uniform(0.5, 2.5)
@@ -786,6 +800,7 @@ class _Sim:
             self.emit(t2 + 0.1, f"{pre}lost connection after AUTH from unknown[{ip}]")
             self.emit(t2 + 0.101, f"{pre}disconnect from unknown[{ip}] " +
                       _cmds([("ehlo", 1, 1)] + ([("starttls", 1, 1)] if svc == "submission" else []) + [("auth", 0, 1)]))
+            self.pools[svc].put(pid, t2 + 0.101)
 
     # ---- dovecot -------------------------------------------------------
     def imap(self, t: float, pop3: bool = False) -> None:
@@ -824,10 +839,10 @@ class _Sim:
                 what = "Logged out"
             else:
                 what = (f"Disconnected: Connection closed (IDLE running for {r.uniform(0, 1):.3f} + waiting input for "
-                        f"{r.uniform(1, 1800):.3f} secs, 2 B in + 10 B out, state=wait-input)")
+                        f"{dur * r.uniform(0.3, 1):.3f} secs, 2 B in + 10 B out, state=wait-input)")
             self.emit(t + dur, f"{self.host} dovecot: imap({user})<{mpid}><{sess}>: {what} {counters}")
-        if sec == "TLS" and r.random() < 0.4:
-            self.asa_in(t - 0.3, t + dur + 0.01, rip, r.randint(1024, 65535), 995 if pop3 else 993,
+        if sec == "TLS" and r.random() < 0.3:
+            self.asa_in(t - 0.03, t + dur + 0.01, rip, r.randint(1024, 65535), 995 if pop3 else 993,
                         r.randint(4000, 900000))
 
     def imap_fail(self, t: float, ip: str, user: str) -> None:
@@ -969,6 +984,7 @@ def generate(path_or_file, lines: int = 1_000_000, seed: int = 42, start: dateti
     now = sim.t0
     next_anvil = (int(now) // 600 + 1) * 600
     last_sec = -1
+    last_t = now
     hdr = ""
     try:
         while n < lines:
@@ -979,6 +995,10 @@ def generate(path_or_file, lines: int = 1_000_000, seed: int = 42, start: dateti
             # Emit every pending line up to now (new lines are never earlier than now).
             while heap and heap[0][0] <= now:
                 t, _, body = pop(heap)
+                # Safety net: a scenario may log a little before its arrival time.
+                if t < last_t:
+                    t = last_t
+                last_t = t
                 sec = int(t)
                 if sec != last_sec:
                     last_sec = sec
@@ -1000,7 +1020,9 @@ def generate(path_or_file, lines: int = 1_000_000, seed: int = 42, start: dateti
                 name = rng.choices(m_names, cum_weights=m_cw)[0]
             else:
                 name = rng.choices(h_names, cum_weights=h_cw)[0]
-            handlers[name](now)
+            # Scenarios may log up to ~0.05 s before their start (ASA sees the SYN
+            # first, rDNS warnings precede "connect"), so start them a bit later.
+            handlers[name](now + 0.05)
         if out:
             s = "\n".join(out) + "\n"
             write(s if text else s.encode())

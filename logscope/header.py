@@ -43,7 +43,7 @@ _BSD_NOPROG = rf"^{_MON}:?(?: (?P<host>[^\s:]+))?(?: :)?(?: (?P<msg>.*))?$"
 _ISO_SPACE = (
     r"^(?P<isos>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) +"
     r"(?:(?P<dprog>[a-z][\w-]*(?:\([^)]*\))?): (?P<dlevel>Info|Warning|Error|Fatal|Panic|Debug): "
-    r"|(?P<host>[^\s\[\]]*[^\s\[\]:]) " + _PROG + r": "
+    r"|(?P<host>[^\s\[\]]*[^\s\[\]:]) (?P<prog>[A-Za-z0-9_][^\s\[:(%]*)\[(?P<pid>\d+)\]: "
     r"|#(?P<rpid>\d+)(?P<worker>\(\w+\)) "
     r"|\[(?P<xpid>\d+)\] )?(?P<msg>.*)$"
 )
@@ -53,7 +53,9 @@ _RFC5424 = (
 )
 _TAI = r"^@(?P<tai>[0-9a-f]{24}) +" + _PROG + r": (?P<msg>.*)$"
 _RSPAMD1 = r"^#(?P<pid>\d+)(?P<worker>\(\w+\)): " + _MON + r" (?P<host>\S+) (?P<msg>.*)$"
-_BARE_PROG = r"^" + _PROG + r": (?P<msg>.*)$"
+# "prog: msg", or "host prog[pid]: msg" with the time stamp cut off by a relay.
+_BARE_PROG = (r"^(?:(?P<host>[^\s:\[\]]+) (?P<hprog>[A-Za-z0-9_][^\s\[:(%]*)\[(?P<hpid>\d+)\]|"
+              + _PROG + r"): (?P<msg>.*)$")
 
 _LEVELS = {"Info": "info", "Warning": "warning", "Error": "error", "Fatal": "fatal",
            "Panic": "panic", "Debug": "debug"}
@@ -221,7 +223,8 @@ def parse_header(lines: pl.DataFrame, opts: HeaderOptions) -> pl.DataFrame:
                                 pl.lit(None, dtype=pl.String).alias("_bare_message"))
     b = _groups(pl.col("message"), pl.col("_bare"), _BARE_PROG).struct
     return out.with_columns(
-        b.field("prog").alias("_bare_program"),
-        b.field("pid").cast(pl.Int64, strict=False).alias("_bare_pid"),
+        pl.coalesce(b.field("hprog"), b.field("prog")).alias("_bare_program"),
+        pl.coalesce(b.field("hpid"), b.field("pid")).cast(pl.Int64, strict=False).alias("_bare_pid"),
         b.field("msg").alias("_bare_message"),
+        pl.coalesce(pl.col("host"), b.field("host")).alias("host"),
     )

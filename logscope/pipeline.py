@@ -39,9 +39,13 @@ def iter_events(
         header = options.header
         if header.year is None:
             header = replace(header, anchor=file_anchor(path))
+        last_source = None
         try:
             for chunk in read_chunks(path, options.chunk_bytes):
-                yield parse_lines(chunk.lines, parsers, header,
-                                  file=path if options.keep_file else None, first_line=chunk.first_line)
+                events = parse_lines(chunk.lines, parsers, header, file=path if options.keep_file else None,
+                                     first_line=chunk.first_line, continues=last_source)
+                if events.height:
+                    last_source = events["source"][-1]
+                yield events
         except SourceError as exc:
             on_error(str(exc))

@@ -22,6 +22,11 @@ EXPECT = "# expect:"
 SAMPLE_OPTIONS = HeaderOptions(tz="UTC", year=2025)
 
 
+def is_comment(line: str) -> bool:
+    """A ``#`` comment; ``#81123(fuzzy): ...`` (rspamd 1.x) is a log line."""
+    return line.startswith("#") and not line[1:2].isdigit()
+
+
 @dataclass
 class Expectation:
     file: str
@@ -39,7 +44,7 @@ def read_expectations(path: Path) -> tuple[list[str], list[Expectation]]:
         if raw.startswith(EXPECT):
             pending = json.loads(raw[len(EXPECT):])
             continue
-        if not raw.strip() or raw.startswith("#"):
+        if not raw.strip() or is_comment(raw):
             continue
         logs.append(raw)
         if pending is not None:
