@@ -7,6 +7,7 @@ Used by the golden tests and by ``logscope check-samples``; the samples in
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,9 +23,12 @@ EXPECT = "# expect:"
 SAMPLE_OPTIONS = HeaderOptions(tz="UTC", year=2025)
 
 
+_RSPAMD1 = re.compile(r"#\d+\(\w+\): ")
+
+
 def is_comment(line: str) -> bool:
     """A ``#`` comment; ``#81123(fuzzy): ...`` (rspamd 1.x) is a log line."""
-    return line.startswith("#") and not line[1:2].isdigit()
+    return line.startswith("#") and not _RSPAMD1.match(line)
 
 
 @dataclass

@@ -33,7 +33,7 @@ KINDS_BY_SOURCE: dict[str, dict[str, str]] = {
         "qmgr_removed": "qmgr: message removed from the queue",
         "delivery": "delivery agent: one recipient's outcome (status=)",
         "delivery_reply": "smtp/lmtp: remote server reply or session problem before the status line (host said, refused to talk, conversation timed out)",
-        "connect_failed": "smtp: connect to a remote server failed",
+        "connect_failed": "smtp/lmtp: connect to a remote server failed",
         "reject": "smtpd/postscreen: NOQUEUE or queued reject, reject_warning, and other access actions (hold, discard, filter, redirect, proxy-reject)",
         "milter_action": "smtpd/cleanup: milter-reject, milter-discard, milter-hold, ...",
         "bounce_notification": "bounce: sender (non-)delivery notification",
