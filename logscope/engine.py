@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import polars as pl
 
-from . import schema
 from .header import HeaderOptions, parse_header
 from .parsers import ParserSet, SourceDef
 
@@ -152,12 +151,12 @@ def _match_source(part: pl.DataFrame, sdef: SourceDef) -> list[pl.DataFrame]:
 
 def _finish(df: pl.DataFrame, target: pl.Schema) -> pl.DataFrame:
     """Derive domains and cast every column to the schema."""
-    if "sender" in df.columns:
-        df = df.with_columns(pl.coalesce(pl.col("sender_domain") if "sender_domain" in df.columns else None,
-                                         pl.col("sender").str.extract(r"@([^@\s>]+)$").str.to_lowercase()).alias("sender_domain"))
-    if "recipient" in df.columns:
-        df = df.with_columns(pl.coalesce(pl.col("recipient_domain") if "recipient_domain" in df.columns else None,
-                                         pl.col("recipient").str.extract(r"@([^@\s>]+)$").str.to_lowercase()).alias("recipient_domain"))
+    for addr in ("sender", "recipient"):
+        if addr in df.columns:
+            derived = pl.col(addr).str.extract(r"@([^@\s>]+)$").str.to_lowercase()
+            if f"{addr}_domain" in df.columns:
+                derived = pl.coalesce(pl.col(f"{addr}_domain"), derived)
+            df = df.with_columns(derived.alias(f"{addr}_domain"))
     if "level" in df.columns:
         df = df.with_columns(pl.col("level").str.to_lowercase().replace({"warn": "warning"}))
     exprs = []

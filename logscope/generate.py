@@ -755,7 +755,6 @@ class _Sim:
 
     def bounce(self, t: float, qid: str, sender: str, size: int) -> float:
         """Non-delivery notification: a new queue entry delivered back to the local sender."""
-        r = self.rng
         q2 = self.qid()
         cpid = self.pools["cleanup"].get(t, t + 1)
         bpid = self.pools["bounce"].get(t, t + 1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import polars as pl
 from hypothesis import given, settings, strategies as st
 
 from logscope.engine import parse_lines

@@ -17,7 +17,6 @@ import re
 import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import BinaryIO, Iterator
 
 import polars as pl
