@@ -7,7 +7,9 @@ print one line to stderr and never a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import pkgutil
 import sys
 import tempfile
 import time
@@ -19,11 +21,8 @@ from . import __version__, config as cfg
 from .header import HeaderOptions
 from .parsers import ParserFileError, ParserSet, load as load_parsers
 from .pipeline import ReadOptions, iter_events
+from .errors import UsageError
 from .summary import Summary, format_table
-
-
-class UsageError(Exception):
-    """Ends the program with status 2 and one message line."""
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -67,15 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--lines", type=int, default=1_000_000)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--file", help="benchmark this file instead of a generated one")
+    from . import commands
+    for mod in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
+        importlib.import_module(f"{commands.__name__}.{mod}").add_parser(sub, _common)
     return ap
 
 
-def _header_options(args, conf: cfg.Config) -> HeaderOptions:
+def header_options(args, conf: cfg.Config) -> HeaderOptions:
     tz = args.tz or conf.tz or cfg.local_timezone()
     return HeaderOptions(tz=cfg.check_tz(tz), year=args.year or conf.year, default_program=args.program or conf.program)
 
 
-def _load_parsers(args, conf: cfg.Config) -> ParserSet:
+def parsers_from_args(args, conf: cfg.Config) -> ParserSet:
     dirs = [Path(d) for d in conf.parsers_dirs + args.parsers_dir]
     try:
         return load_parsers(dirs, tuple(conf.syslog_names + args.syslog_name))
@@ -122,8 +124,8 @@ def _writer(out: str):
 
 def cmd_parse(args) -> int:
     conf = cfg.load(args.config)
-    header = _header_options(args, conf)
-    parsers = _load_parsers(args, conf)
+    header = header_options(args, conf)
+    parsers = parsers_from_args(args, conf)
     errors: list[str] = []
 
     def on_error(msg: str) -> None:
@@ -166,7 +168,7 @@ def cmd_generate(args) -> int:
 
 def cmd_parsers(args) -> int:
     conf = cfg.load(args.config)
-    parsers = _load_parsers(args, conf)
+    parsers = parsers_from_args(args, conf)
     for name, sdef in parsers.sources.items():
         kinds = sorted({e.kind for e in sdef.events})
         print(f"{name}: {len(sdef.events)} patterns, programs {', '.join(sdef.programs) or '-'}")
@@ -185,7 +187,8 @@ COMMANDS = {"parse": cmd_parse, "generate": cmd_generate, "parsers": cmd_parsers
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        func = getattr(args, "func", None) or COMMANDS[args.command]
+        return func(args)
     except (UsageError, cfg.ConfigError) as exc:
         print(f"logscope: {exc}", file=sys.stderr)
         return 2
