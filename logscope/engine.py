@@ -85,68 +85,129 @@ def assign_sources(df: pl.DataFrame, parsers: ParserSet, default_program: str | 
     return df.drop("hint")
 
 
-def _prepare(part: pl.DataFrame, sdef: SourceDef) -> pl.DataFrame:
-    """Per source: main_programs rule, prefix strip (its captures become columns), daemon, service."""
+def _prepare(df: pl.DataFrame, parsers: ParserSet) -> pl.DataFrame:
+    """Per source, on its rows only: main_programs rule, prefix strip (captures become columns).
+
+    Then ``daemon`` (last part of the program name, unless a prefix captured it)
+    and ``service`` (the middle of ``postfix/submission/smtpd``) for every row.
+    """
     msg = pl.col("message")
-    if sdef.main_programs:
-        base = pl.col("program").str.extract(_PROG_BASE)
-        part = part.with_columns(
-            pl.when(pl.col("program").is_not_null() & ~base.is_in(list(sdef.main_programs)))
-            .then(pl.col("program") + ": " + msg).otherwise(msg).alias("message")
-        )
-    captured: dict[str, pl.Series] = {}
-    if sdef.prefix is not None:
-        regex = "^(?P<_prefix>" + sdef.prefix.regex[1:] + ")"
-        groups = part.select(msg.str.extract_groups(regex).alias("g")).unnest("g")
-        part = part.with_columns(msg.str.slice(groups["_prefix"].str.len_chars().fill_null(0)).alias("message"))
-        for group, column in sdef.prefix.groups.items():
-            s = groups[group].alias(column)
-            captured[column] = s if column not in captured else captured[column].fill_null(s)
-    daemon = pl.col("program").str.split("/").list.last().str.extract(_DAEMON).fill_null("")
-    if "daemon" in captured:
-        daemon = pl.coalesce(pl.lit(captured.pop("daemon")), daemon)
-    part = part.with_columns(
-        daemon.alias("daemon"),
-        pl.col("program").str.extract(r"^[^/]+/(.+)/[^/]+$").alias("service"),
+    captured: dict[str, list[pl.Expr]] = {}
+    rewritten, prefixed, lengths = [], [], []
+    for name, sdef in parsers.sources.items():
+        mine = pl.col("_src") == name
+        if sdef.main_programs:
+            # Masked to this source's rows (null elsewhere) so string work skips the others.
+            prog = pl.when(mine).then(pl.col("program"))
+            other = pl.when(~prog.str.extract(_PROG_BASE).is_in(list(sdef.main_programs))).then(prog)
+            rewritten.append(other + ": " + msg)
+        if sdef.prefix is not None:
+            tag = f"_pfx_{name}"
+            prefixed.append(pl.when(mine).then(msg).str.extract_groups(
+                "^(?P<_prefix>" + sdef.prefix.regex[1:] + ")").alias(tag))
+            g = pl.col(tag).struct
+            lengths.append(g.field("_prefix").str.len_chars())
+            for group, column in sdef.prefix.groups.items():
+                captured.setdefault(column, []).append(g.field(group))
+    if rewritten:
+        df = df.with_columns(pl.coalesce(*rewritten, msg).alias("message"))
+    if prefixed:
+        df = df.with_columns(prefixed).with_columns(msg.str.slice(pl.coalesce(*lengths).fill_null(0)))
+    # daemon and service depend on the program name only: computed once per distinct name.
+    progs = df.select(pl.col("program").unique()).with_columns(
+        pl.col("program").str.split("/").list.last().str.extract(_DAEMON).fill_null("").alias("_daemon"),
+        pl.col("program").str.extract(r"^[^/]+/(.+)/[^/]+$").alias("_service"),
     )
-    # prefix captures of header columns (pid) fill gaps; others are new columns.
-    return part.with_columns(
-        pl.coalesce(pl.lit(s), pl.col(c)).alias(c) if c in part.columns else pl.lit(s)
-        for c, s in captured.items()
+    df = df.join(progs, on="program", how="left", maintain_order="left", nulls_equal=True)
+    # prefix captures win over the program name, and fill gaps in header columns (pid).
+    df = df.with_columns(
+        pl.coalesce(*captured.pop("daemon", []), pl.col("_daemon")).alias("daemon"),
+        pl.coalesce(*captured.pop("service", []), pl.col("_service")).alias("service"),
+        *(pl.coalesce(*exprs, pl.col(c)).alias(c) if c in df.columns else pl.coalesce(*exprs).alias(c)
+          for c, exprs in captured.items()),
     )
+    return df.drop([c for c in df.columns if c.startswith("_pfx_")] + ["_daemon", "_service"])
 
 
-def _match_source(part: pl.DataFrame, sdef: SourceDef) -> list[pl.DataFrame]:
-    """Run the events of one source over its lines: matched frames + the unmatched rest."""
+def _dispatch_classes(df: pl.DataFrame, parsers: ParserSet) -> tuple[pl.Series, list[list[tuple[str, int]]]]:
+    """Group the lines by the events they can match: (class per row, events per class).
+
+    A line's key is its source, daemon and the first token of its message
+    (after the source's ``dispatch_skip``); an event is a candidate for a key
+    when its daemons allow the daemon and its lead tokens
+    (``patterns.lead_tokens``) contain the token. Lines with the same candidate
+    list form one class, so each line meets only the few patterns that could
+    match it, in file order. Lines of no known source get an empty class.
+    """
+    tok = None
+    for name, sdef in parsers.sources.items():
+        t = pl.when(pl.col("_src") == name).then(pl.col("message")).str.extract(sdef.token_regex, 1)
+        tok = t if tok is None else pl.coalesce(tok, t)
+    keyed = df.select(pl.col("_src"), pl.col("daemon"), (tok if tok is not None else pl.lit(None, pl.String)).fill_null("").alias("_tok"))
+    keys = keyed.unique()
+    classes: dict[tuple[tuple[str, int], ...], int] = {}
+    key_class = []
+    for src, daemon, token in keys.iter_rows():
+        sdef = parsers.sources.get(src) if src is not None else None
+        cand = () if sdef is None else tuple(
+            (src, i) for i, ev in enumerate(sdef.events)
+            if (not ev.daemons or daemon in ev.daemons) and (ev.leads is None or token in ev.leads))
+        key_class.append(classes.setdefault(cand, len(classes)))
+    keys = keys.with_columns(pl.Series("_cls", key_class, dtype=pl.UInt32))
+    cls = keyed.join(keys, on=["_src", "daemon", "_tok"], how="left", maintain_order="left", nulls_equal=True)["_cls"]
+    return cls, [list(c) for c in classes]
+
+
+def _match(df: pl.DataFrame, parsers: ParserSet) -> pl.DataFrame:
+    """Every line's event: ``_row``, ``kind`` and the captured fields, in no particular order.
+
+    Events run in file order, each once per batch over the pending lines of all
+    dispatch classes that list it (one regex compilation per event, however
+    many classes); first match wins; what is left is ``unparsed``.
+    """
     out: list[pl.DataFrame] = []
-    daemon_groups = part.partition_by("daemon", as_dict=True, maintain_order=False)
-    for (daemon,), pending in daemon_groups.items():
-        for ev in sdef.events:
-            if pending.height == 0:
-                break
-            if ev.daemons and daemon not in ev.daemons:
-                continue
-            hit = pending.select(pl.col("message").str.contains(ev.compiled.regex).fill_null(False)).to_series()
-            n = hit.sum()
-            if not n:
-                continue
-            matched = pending.filter(hit)
-            pending = pending.filter(~hit) if n < pending.height else pending.clear()
-            groups = matched.select(pl.col("message").str.extract_groups(ev.compiled.regex).alias("g")).unnest("g")
-            cols = {"_row": matched["_row"], "kind": pl.Series("kind", [ev.kind] * matched.height)}
-            for group, column in ev.compiled.groups.items():
-                s = groups[group]
-                cols[column] = s if column not in cols else cols[column].fill_null(s)
-            frame = pl.DataFrame(cols)
-            if ev.constants:
-                frame = frame.with_columns(
-                    *(pl.lit(v).alias(k) for k, v in ev.constants.items() if k not in ev.compiled.columns),
-                    *(pl.col(k).fill_null(pl.lit(v)) for k, v in ev.constants.items() if k in ev.compiled.columns),
-                )
-            out.append(frame)
-        if pending.height:
-            out.append(pending.select("_row").with_columns(pl.lit("unparsed").alias("kind")))
-    return out
+    cls, candidates = _dispatch_classes(df, parsers)
+    work = df.select("_row", "message").with_columns(cls)
+    pending = {c: part.drop("_cls") for (c,), part in work.partition_by("_cls", as_dict=True).items()}
+    users: dict[tuple[str, int], list[int]] = {}
+    for c, cand in enumerate(candidates):
+        if c in pending:
+            for key in cand:
+                users.setdefault(key, []).append(c)
+    rank = {name: n for n, name in enumerate(parsers.sources)}
+    for src, i in sorted(users, key=lambda k: (rank[k[0]], k[1])):
+        live = [c for c in users[(src, i)] if pending[c].height]
+        if not live:
+            continue
+        ev = parsers.sources[src].events[i]
+        batch = pl.concat([pending[c] for c in live]) if len(live) > 1 else pending[live[0]]
+        # The empty sentinel group is non-null exactly on matching rows.
+        groups = batch.select(pl.col("message").str.extract_groups(ev.probe_regex).alias("g")).unnest("g")
+        hit = groups["__m"].is_not_null()
+        n = hit.sum()
+        if not n:
+            continue
+        offset = 0
+        for c in live:
+            size = pending[c].height
+            pending[c] = pending[c].filter(~hit.slice(offset, size))
+            offset += size
+        every = n == batch.height
+        cols = {"_row": batch["_row"] if every else batch["_row"].filter(hit)}
+        for group, column in ev.compiled.groups.items():
+            s = groups[group] if every else groups[group].filter(hit)
+            cols[column] = s if column not in cols else cols[column].fill_null(s)
+        frame = pl.DataFrame(cols).with_columns(pl.lit(ev.kind).alias("kind"))
+        if ev.constants:
+            frame = frame.with_columns(
+                *(pl.lit(v).alias(k) for k, v in ev.constants.items() if k not in ev.compiled.columns),
+                *(pl.col(k).fill_null(pl.lit(v)) for k, v in ev.constants.items() if k in ev.compiled.columns),
+            )
+        out.append(frame)
+    rest = [p.select("_row") for p in pending.values() if p.height]
+    if rest:
+        out.append(pl.concat(rest).with_columns(pl.lit("unparsed").alias("kind")))
+    return pl.concat(out, how="diagonal_relaxed")
 
 
 def _finish(df: pl.DataFrame, target: pl.Schema) -> pl.DataFrame:
@@ -191,27 +252,18 @@ def parse_lines(
         return pl.DataFrame(schema=target)
     df = parse_header(lines.select(pl.col("line").cast(pl.String)), opts)
     df = assign_sources(df, parsers, opts.default_program, continues).with_row_index("_row")
-    prepared: list[pl.DataFrame] = []
-    fields: list[pl.DataFrame] = []
-    for (src,), part in df.partition_by("_src", as_dict=True).items():
-        sdef = parsers.sources.get(src) if src is not None else None
-        if sdef is None:
-            prepared.append(part)
-            fields.append(part.select("_row", pl.lit("unparsed").alias("kind")))
-            continue
-        part = _prepare(part, sdef)
-        prepared.append(part)
-        fields.extend(_match_source(part.select("_row", "daemon", "message"), sdef))
-    base = pl.concat(prepared, how="diagonal_relaxed")
-    found = pl.concat(fields, how="diagonal_relaxed")
+    df = _prepare(df, parsers)
+    # One event per line: sorted by _row the matches line up with the lines.
+    found = _match(df, parsers).sort("_row").drop("_row")
     # A field an event captured wins over the same column from header or prefix.
-    shared = [c for c in found.columns if c in base.columns and c != "_row"]
-    out = base.join(found, on="_row", how="left", suffix="_ev").with_columns(
-        pl.coalesce(pl.col(f"{c}_ev"), pl.col(c)).alias(c) for c in shared
-    ).drop([f"{c}_ev" for c in shared]).sort("_row")
-    src = pl.coalesce(pl.col("_src"), _guess_source(pl.col("program").fill_null(""), parsers))
+    out = df.with_columns(
+        *(pl.coalesce(found[c], pl.col(c)).alias(c) for c in found.columns if c in df.columns),
+        *(found[c] for c in found.columns if c not in df.columns),
+    )
+    known = pl.col("_src").is_not_null()
+    guess = _guess_source(pl.when(~known).then(pl.col("program")).fill_null(""), parsers)
     out = out.with_columns(
-        src.alias("source"),
+        pl.when(known).then(pl.col("_src")).otherwise(guess).alias("source"),
         pl.lit(file, dtype=pl.String).alias("file"),
         (pl.col("_row").cast(pl.Int64) + first_line).alias("line"),
     )

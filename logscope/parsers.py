@@ -8,6 +8,7 @@ A parser file describes one source::
     markers = ["%ASA-"]                      # optional: text that marks a line of this source
     main_programs = ["dovecot"]              # optional: other programs get "program: " prepended
     prefix = '%{?[%{INT}] }'                 # optional: stripped from every message
+    dispatch_skip = '%{QUEUEID}: '           # optional: ignored when dispatching by first token
 
     [patterns]                               # optional named sub-patterns (regex)
     REPLY = '\\d{3} .*'
@@ -26,6 +27,9 @@ Mistakes are reported as ``file:line:column: what is wrong``.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import os
+import pickle
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -35,7 +39,7 @@ from pathlib import Path
 import polars as pl
 
 from . import schema
-from .patterns import Compiled, PatternCompiler, PatternError
+from .patterns import Compiled, PatternCompiler, PatternError, lead_tokens
 
 
 class ParserFileError(ValueError):
@@ -49,6 +53,13 @@ class EventDef:
     daemons: tuple[str, ...] = ()
     constants: dict[str, object] = field(default_factory=dict)
     origin: str = ""  # file:line, for error messages and `logscope parsers`
+    named: dict[str, str] = field(default_factory=dict, repr=False)  # the file's sub-patterns
+    leads: frozenset[str] | None = None  # first tokens a match can start with (None: any)
+
+    @property
+    def probe_regex(self) -> str:
+        """The pattern with an empty first group ``__m``: non-null exactly where it matched."""
+        return "^(?P<__m>)" + self.compiled.regex[1:]
 
 
 @dataclass
@@ -58,8 +69,21 @@ class SourceDef:
     markers: tuple[str, ...] = ()
     main_programs: tuple[str, ...] = ()
     prefix: Compiled | None = None
+    skip: Compiled | None = None  # dispatch_skip: leading text ignored when dispatching (queue ids)
     events: list[EventDef] = field(default_factory=list)
     kinds: dict[str, str] = field(default_factory=dict)
+
+    def compute_leads(self) -> None:
+        """Fill every event's lead tokens (after this source's skip) for the engine's dispatch."""
+        for ev in self.events:
+            ev.leads = lead_tokens(ev.compiled, ev.named, self.skip)
+
+    @property
+    def token_regex(self) -> str:
+        """Extracts a message's dispatch token (group 1; no match = empty token)."""
+        from .patterns import TOKEN_RE
+        skip = f"(?:{self.skip.regex[1:]})?" if self.skip is not None else ""
+        return f"^{skip}({TOKEN_RE})?"
 
     @property
     def program_regex(self) -> str | None:
@@ -173,6 +197,8 @@ def _compile_file(path: Path, compiler_columns: tuple[str, ...]) -> SourceDef:
     )
     if src.get("prefix"):
         sdef.prefix = compile_at(src["prefix"], 0)
+    if src.get("dispatch_skip"):
+        sdef.skip = compile_at(src["dispatch_skip"], 0)
     starts = _table_lines(text, "event")
     for i, ev in enumerate(data.get("event", [])):
         line0 = starts[i] if i < len(starts) else 0
@@ -189,22 +215,60 @@ def _compile_file(path: Path, compiler_columns: tuple[str, ...]) -> SourceDef:
                 line, col = _locate(text, col_name, line0)
                 raise ParserFileError(f"{path}:{line}:{col}: unknown column {col_name!r} in set")
         sdef.events.append(EventDef(kind=kind, compiled=compiled, daemons=tuple(ev.get("daemons", ())),
-                                    constants=constants, origin=f"{path.name}:{line0 + 1}"))
+                                    constants=constants, origin=f"{path.name}:{line0 + 1}",
+                                    named=compiler.named))
     return sdef
 
 
+def _cache_path(files: list[Path], syslog_names: tuple[str, ...]) -> Path | None:
+    """Where the compiled parsers of exactly these files are cached (None: no cache dir)."""
+    from . import __version__
+    h = hashlib.sha256(f"{__version__}|{pl.__version__}|{syslog_names}".encode())
+    for path in files:
+        h.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "logscope" / f"parsers-{h.hexdigest()[:24]}.pickle"
+
+
 def load(extra_dirs: list[Path] | tuple[Path, ...] = (), syslog_names: tuple[str, ...] = ()) -> ParserSet:
-    """Load the bundled parser files, then those of ``extra_dirs`` (in order)."""
+    """Load the bundled parser files, then those of ``extra_dirs`` (in order).
+
+    Compiling every pattern takes about half a second, so the result is cached
+    in the user's cache directory, keyed by the files' contents.
+    """
+    for d in extra_dirs:
+        if not Path(d).is_dir():
+            raise ParserFileError(f"{d}: parser directory does not exist")
+    builtin = sorted(builtin_dir().glob("*.toml"))
+    extra = [(Path(d), sorted(Path(d).glob("*.toml"))) for d in extra_dirs]
+    try:
+        cache = _cache_path(builtin + [p for _, ps in extra for p in ps], syslog_names)
+        with open(cache, "rb") as fh:
+            cached = pickle.load(fh)
+        if isinstance(cached, ParserSet):
+            return cached
+    except (OSError, pickle.PickleError, EOFError, AttributeError, ImportError, ValueError):
+        pass
+    parsers = _load(builtin, extra, syslog_names)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "wb") as fh:
+            pickle.dump(parsers, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.replace(cache)
+    except (OSError, NameError, pickle.PickleError):
+        pass  # no cache: still correct, just slower to start
+    return parsers
+
+
+def _load(builtin: list[Path], extra: list[tuple[Path, list[Path]]], syslog_names: tuple[str, ...]) -> ParserSet:
     columns = schema.FIELD_COLUMNS
     sources: dict[str, SourceDef] = {}
-    for path in sorted(builtin_dir().glob("*.toml")):
+    for path in builtin:
         sdef = _compile_file(path, columns)
         sources[sdef.name] = sdef
-    for d in extra_dirs:
-        d = Path(d)
-        if not d.is_dir():
-            raise ParserFileError(f"{d}: parser directory does not exist")
-        for path in sorted(d.glob("*.toml")):
+    for _, paths in extra:
+        for path in paths:
             sdef = _compile_file(path, columns)
             if sdef.name in sources:
                 base = sources[sdef.name]
@@ -214,4 +278,6 @@ def load(extra_dirs: list[Path] | tuple[Path, ...] = (), syslog_names: tuple[str
                 base.markers = tuple(dict.fromkeys(base.markers + sdef.markers))
             else:
                 sources[sdef.name] = sdef
+    for sdef in sources.values():
+        sdef.compute_leads()
     return ParserSet(sources, syslog_names)

@@ -61,6 +61,7 @@ class Compiled:
 
     regex: str
     groups: dict[str, str] = field(default_factory=dict)  # group name -> column
+    tree: list = field(default_factory=list, repr=False)  # parsed nodes, for lead_tokens
 
     @property
     def columns(self) -> set[str]:
@@ -120,7 +121,7 @@ class PatternCompiler:
             tree = _GRAMMAR.parse_string(text, parse_all=True)
         except pp.ParseException as exc:
             raise PatternError(f"cannot parse pattern: {exc.msg}", exc.col) from None
-        out = Compiled(regex="")
+        out = Compiled(regex="", tree=list(tree))
         out.regex = "^" + self._emit(tree, out, text)
         try:
             re.compile(out.regex)
@@ -158,3 +159,140 @@ class PatternCompiler:
             out.groups[group] = column
             parts.append(f"(?P<{group}>{regex})")
         return "".join(parts)
+
+
+# --- dispatch: which leading token can a pattern's match start with? ---------
+#
+# The engine computes, for every message, its first token (after an optional
+# per-source skip such as a postfix queue id) and runs only the events whose
+# pattern can start with that token. TOKEN_RE is shared by both sides, so the
+# guarantee is: if a pattern matches a message, the message's token is in the
+# pattern's lead set (or the set is None: "any token").
+
+TOKEN_RE = r"[A-Za-z0-9][\w-]*|[^\w\s]+"
+_TOKEN = re.compile(TOKEN_RE)
+_MAX_LANG = 64
+
+
+def _language(regex: str) -> list[str] | None:
+    """Every string a small finite regex matches (``30201[35]``, ``a|b``), else None."""
+    if "(?" in regex.replace("(?:", "").replace("(?P<", ""):
+        return None  # flags, lookaround: not worth modelling
+    try:
+        from re import _parser as sre  # type: ignore[attr-defined]
+        from re import _constants as C  # type: ignore[attr-defined]
+        parsed = sre.parse(regex)
+    except Exception:
+        return None
+
+    def expand(items) -> list[str] | None:
+        out = [""]
+        for op, av in items:
+            if op is C.LITERAL:
+                opts = [chr(av)]
+            elif op is C.IN:
+                opts = []
+                for cop, cav in av:
+                    if cop is C.LITERAL:
+                        opts.append(chr(cav))
+                    elif cop is C.RANGE and cav[1] - cav[0] < _MAX_LANG:
+                        opts.extend(chr(c) for c in range(cav[0], cav[1] + 1))
+                    else:
+                        return None
+            elif op is C.SUBPATTERN:
+                if av[1] or av[2]:
+                    return None
+                opts = expand(av[3])
+            elif op is C.BRANCH:
+                opts = []
+                for branch in av[1]:
+                    sub = expand(branch)
+                    if sub is None:
+                        return None
+                    opts.extend(sub)
+            elif op in (C.MAX_REPEAT, C.MIN_REPEAT) and av[1] <= 3:
+                sub = expand(av[2])
+                if sub is None:
+                    return None
+                opts, rep = [], [""]
+                for n in range(av[1] + 1):
+                    if n >= av[0]:
+                        opts.extend(rep)
+                    rep = [a + b for a in rep for b in sub]
+                    if len(rep) > _MAX_LANG:
+                        return None
+            else:
+                return None
+            if opts is None:
+                return None
+            out = [a + b for a in out for b in opts]
+            if len(out) > _MAX_LANG:
+                return None
+        return out
+
+    return expand(parsed)
+
+
+def lead_tokens(compiled: Compiled, named: dict[str, str], skip: Compiled | None = None) -> frozenset[str] | None:
+    """The first tokens (TOKEN_RE, after ``skip``) a match of ``compiled`` can start with; None = any."""
+    skip_nodes = skip.tree if skip is not None else []
+    skip_re = re.compile(skip.regex) if skip is not None else None
+
+    def strip_skip(seq: list) -> list | None:
+        """``seq`` without a leading copy of the skip nodes, or None if it does not start with them."""
+        if not skip_nodes or len(seq) < len(skip_nodes):
+            return None
+        for i, (kind, value, _, _) in enumerate(skip_nodes):
+            k2, v2 = seq[i][0], seq[i][1]
+            if kind != k2:
+                return None
+            if kind == "lit" and i == len(skip_nodes) - 1:
+                if not v2.startswith(value):
+                    return None
+                return [("lit", v2[len(value):], None, 0)] + list(seq[i + 1:])
+            if v2 != value:
+                return None
+        return list(seq[len(skip_nodes):])
+
+    def first(seq: list, can_skip: bool) -> set[str] | None:
+        if can_skip and skip_nodes:
+            rest = strip_skip(seq)
+            if rest is not None:
+                return first(rest, False)
+        if not seq:
+            return None
+        kind, value = seq[0][0], seq[0][1]
+        rest = list(seq[1:])
+        if kind == "lit":
+            if value == "":
+                return first(rest, can_skip)
+            if can_skip and skip_re is not None and skip_re.match(value):
+                return None  # the row side would strip this text as a skip
+            m = _TOKEN.match(value)
+            if m is None:
+                return {""}
+            if m.end() == len(value):
+                if rest and rest[0][0] == "lit":
+                    return first([("lit", value + rest[0][1], None, 0)] + rest[1:], can_skip)
+                if rest and rest[0][:2] in (("ref", "END"), ("re", "$")):
+                    return {m.group()}  # the message ends right after the token
+                return None  # the token may run on into the next node
+            return {m.group()}
+        if kind == "opt":
+            a = first(list(value) + rest, can_skip)
+            b = first(rest, can_skip) if a is not None else None
+            return None if a is None or b is None else a | b
+        regex = named.get(value) if kind == "ref" else value
+        lang = _language(regex) if regex is not None else None
+        if lang is None:
+            return None
+        out: set[str] = set()
+        for text in lang:
+            sub = first([("lit", text, None, 0)] + rest, can_skip)
+            if sub is None:
+                return None
+            out |= sub
+        return out
+
+    found = first(list(compiled.tree), True)
+    return frozenset(found) if found is not None else None
