@@ -31,9 +31,9 @@ def _generated(lines: int) -> Path:
     return path
 
 
-def _run_once(path: Path) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one ``logscope parse`` run."""
-    cmd = [sys.executable, "-m", "logscope", "parse", str(path), "--format", "json", "--tz", "UTC"]
+def _run_once(path: Path, cmd: list[str] | None = None) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one run of ``cmd`` (default: ``logscope parse``)."""
+    cmd = cmd or [sys.executable, "-m", "logscope", "parse", str(path), "--format", "json", "--tz", "UTC"]
     timer = shutil.which("time") if os.path.exists("/usr/bin/time") else None
     if timer:
         proc = subprocess.run(["/usr/bin/time", "-v"] + cmd, capture_output=True, text=True)
@@ -68,4 +68,25 @@ def run(lines: int, runs: int, file: str | None) -> int:
         print(f"  run {i + 1}: {w:6.2f} s  {lines / w:12,.0f} lines/s  peak RSS {r:6.0f} MB")
     w, r = statistics.median(walls), statistics.median(rss)
     print(f"median: {w:.2f} s, {lines / w:,.0f} lines/s, {size_mb / w:.0f} MB/s, peak RSS {r:.0f} MB")
+    return 0
+
+
+def run_report(lines: int, runs: int, file: str | None) -> int:
+    """``logscope report`` against pflogsumm on the same file, alternating, with medians and the ratio."""
+    path = Path(file) if file else _generated(lines)
+    pflogsumm = shutil.which("pflogsumm") or ("/usr/sbin/pflogsumm" if os.path.exists("/usr/sbin/pflogsumm") else None)
+    ours = [sys.executable, "-m", "logscope", "report", str(path), "--format", "json", "--tz", "UTC"]
+    print(f"input: {path}; {runs} alternating runs of logscope report" + (" and pflogsumm" if pflogsumm else
+                                                                          " (pflogsumm not installed: apt-get install pflogsumm)"))
+    res: dict[str, list[tuple[float, float]]] = {"logscope": [], "pflogsumm": []}
+    for i in range(runs):
+        res["logscope"].append(_run_once(path, ours))
+        if pflogsumm:
+            res["pflogsumm"].append(_run_once(path, [pflogsumm, str(path)]))
+        print(f"  run {i + 1}: " + "  ".join(f"{k} {v[-1][0]:6.2f} s {v[-1][1]:5.0f} MB" for k, v in res.items() if v))
+    med = {k: (statistics.median(w for w, _ in v), statistics.median(r for _, r in v)) for k, v in res.items() if v}
+    for k, (w, r) in med.items():
+        print(f"median {k}: {w:.2f} s, peak RSS {r:.0f} MB")
+    if "pflogsumm" in med:
+        print(f"speed-up: {med['pflogsumm'][0] / med['logscope'][0]:.1f}x")
     return 0

@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--lines", type=int, default=1_000_000)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--file", help="benchmark this file instead of a generated one")
+    p.add_argument("--report", action="store_true", help="benchmark `logscope report` against pflogsumm instead")
     from . import commands
     for mod in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
         importlib.import_module(f"{commands.__name__}.{mod}").add_parser(sub, _common)
@@ -177,8 +178,8 @@ def cmd_parsers(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run
-    return run(args.lines, args.runs, args.file)
+    from .bench import run, run_report
+    return (run_report if args.report else run)(args.lines, args.runs, args.file)
 
 
 COMMANDS = {"parse": cmd_parse, "generate": cmd_generate, "parsers": cmd_parsers, "bench": cmd_bench}

@@ -42,6 +42,15 @@ from . import schema
 from .patterns import Compiled, PatternCompiler, PatternError, lead_tokens
 
 
+# Data files that live beside the parser files but are not parsers (logscope/classify.py).
+NOT_PARSERS = frozenset({"reject_classes.toml"})
+
+
+def _parser_files(directory: Path) -> list[Path]:
+    """The parser files of a directory, in name order."""
+    return sorted(p for p in Path(directory).glob("*.toml") if p.name not in NOT_PARSERS)
+
+
 class ParserFileError(ValueError):
     """A parser file that cannot be used; the message names file, line and column."""
 
@@ -239,8 +248,8 @@ def load(extra_dirs: list[Path] | tuple[Path, ...] = (), syslog_names: tuple[str
     for d in extra_dirs:
         if not Path(d).is_dir():
             raise ParserFileError(f"{d}: parser directory does not exist")
-    builtin = sorted(builtin_dir().glob("*.toml"))
-    extra = [(Path(d), sorted(Path(d).glob("*.toml"))) for d in extra_dirs]
+    builtin = _parser_files(builtin_dir())
+    extra = [(Path(d), _parser_files(Path(d))) for d in extra_dirs]
     try:
         cache = _cache_path(builtin + [p for _, ps in extra for p in ps], syslog_names)
         with open(cache, "rb") as fh:

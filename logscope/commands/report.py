@@ -1,0 +1,103 @@
+"""``logscope report``: summaries over any period (text, markdown, json, html)."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+from .. import config as cfg
+from ..errors import UsageError
+
+
+def add_parser(sub, common) -> None:
+    p = sub.add_parser("report", help="traffic, TLS, reject, spammer, auth and firewall summary of log files",
+                       description="Summarise log files (plain, .gz, .bz2, .xz, - for stdin; rotated sets in order): "
+                                   "pflogsumm-style traffic totals plus TLS vs plaintext, reject reasons, top spammer "
+                                   "domains, authentication failures and firewall events.")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--since", help="only events at or after this time (ISO 8601, e.g. 2025-03-01 or 2025-03-01T12:00)")
+    p.add_argument("--until", help="only events before this time (ISO 8601)")
+    p.add_argument("--last", help="only the last period before now, e.g. 24h, 7d, 2w")
+    p.add_argument("--host", help="only events of this syslog host")
+    p.add_argument("--format", choices=["text", "markdown", "json", "html"], default="text")
+    p.add_argument("--top", type=int, default=10, help="rows in top-N tables (default 10)")
+    p.add_argument("--blocklist", action="store_true", help="print postfix/exim blocklist lines for the top spammer domains")
+    p.add_argument("--problems-first", action="store_true", help="deferrals, bounces, warnings and findings first")
+    p.add_argument("-o", "--output", help="write the report to this file instead of stdout")
+    common(p)
+    p.set_defaults(func=run)
+
+
+def parse_time(text: str, tz: str) -> datetime:
+    """An ISO 8601 date or time; without a zone it is in ``tz``."""
+    from zoneinfo import ZoneInfo
+    try:
+        ts = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"cannot read time {text!r} (use ISO 8601, e.g. 2025-03-01 or 2025-03-01T12:00)") from None
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=ZoneInfo(tz))
+    return ts.astimezone(timezone.utc)
+
+
+def parse_span(text: str) -> timedelta:
+    m = re.fullmatch(r"(\d+)\s*([mhdw])", text.strip())
+    if not m:
+        raise UsageError(f"cannot read period {text!r} (use e.g. 90m, 24h, 7d, 2w)")
+    n, unit = int(m.group(1)), m.group(2)
+    return {"m": timedelta(minutes=n), "h": timedelta(hours=n), "d": timedelta(days=n), "w": timedelta(weeks=n)}[unit]
+
+
+def run(args) -> int:
+    from ..classify import load_classes
+    from ..cli import header_options, parsers_from_args
+    from ..pipeline import ReadOptions, iter_events
+    from ..render import as_json, html, markdown, text
+    from ..report import Report, Window
+
+    conf = cfg.load(args.config)
+    header = header_options(args, conf)
+    parsers = parsers_from_args(args, conf)
+    if args.last and (args.since or args.until):
+        raise UsageError("--last cannot be combined with --since/--until")
+    if args.top < 1:
+        raise UsageError("--top must be at least 1")
+    window = Window(host=args.host)
+    if args.since:
+        window.since = parse_time(args.since, header.tz)
+    if args.until:
+        window.until = parse_time(args.until, header.tz)
+    if args.last:
+        window.since = datetime.now(timezone.utc) - parse_span(args.last)
+    from pathlib import Path
+    classes = load_classes([Path(d) for d in conf.parsers_dirs + args.parsers_dir])
+    report = Report(classes, window)
+    errors = []
+
+    def on_error(msg: str) -> None:
+        errors.append(msg)
+        print(f"logscope: {msg}", file=sys.stderr)
+
+    progress = sys.stderr.isatty()
+    started = time.monotonic()
+    for events in iter_events(args.files, parsers, ReadOptions(header, keep_file=False), on_error):
+        report.add(events)
+        if progress:
+            print(f"\r{report.lines:,} lines, {report.lines / max(time.monotonic() - started, 1e-9):,.0f}/s",
+                  end="", file=sys.stderr)
+    if progress:
+        print(file=sys.stderr)
+    doc = report.build(top=args.top, blocklist=args.blocklist)
+    render = {"text": text, "markdown": markdown, "html": html}.get(args.format)
+    out = as_json(doc) if render is None else render(doc, problems_first=args.problems_first)
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(out + "\n")
+        except OSError as exc:
+            raise UsageError(f"{args.output}: cannot write: {exc.strerror or exc}") from None
+    else:
+        print(out)
+    return 2 if errors else 0

@@ -1,0 +1,146 @@
+"""Correlate: stitch lines into the units operators reason about, chunk by chunk, with bounded state.
+
+* ``PostfixMessages``: per (host, queue id) what is known of a message (how it
+  entered, sender, size, nrcpt, client, rspamd action) until qmgr logs
+  ``removed`` or the entry is older than ``max_age`` (postfix's default
+  maximal_queue_lifetime is 5 days).
+* ``SmtpdSessions``: postfix smtpd sessions, keyed by host, program (so
+  ``postfix/submission/smtpd`` is its own service) and process id, from
+  ``connect from`` to ``disconnect from``; lines of sessions still open at
+  the end of a chunk are carried into the next one, and sessions never closed
+  expire after ``max_age``.
+
+Both tolerate input that starts or ends in the middle of a unit and count
+what they could not attribute instead of guessing.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+
+_KEY = ["host", "queue_id"]
+_MSG_KINDS = ["smtpd_client", "pickup", "qmgr_from", "qmgr_removed", "cleanup_message_id"]
+
+
+def _kind_is(*kinds: str) -> pl.Expr:
+    return pl.col("kind").cast(pl.String).is_in(list(kinds))
+
+
+class PostfixMessages:
+    """Bounded per-queue-id state; ``feed`` returns what each chunk adds to the traffic totals."""
+
+    def __init__(self, max_age: timedelta = timedelta(days=6)):
+        self.max_age = max_age
+        self.state = pl.DataFrame(schema={
+            "host": pl.String, "queue_id": pl.String, "received": pl.Boolean, "sender": pl.String,
+            "size": pl.Int64, "counted": pl.Boolean, "first_seen": pl.Datetime("us", "UTC"),
+            "last_seen": pl.Datetime("us", "UTC")})
+        self.expired = 0  # queue ids dropped without "removed" (older than max_age)
+        self.completed = 0  # messages seen through to "removed"
+
+    def feed(self, events: pl.DataFrame) -> dict[str, pl.DataFrame]:
+        """Update the state with one chunk of events (any sources).
+
+        Returns ``received_bytes`` (one row per message counted as received:
+        sender, size; the pflogsumm definition: a message whose ``client=`` or
+        pickup line and qmgr ``from=<..>, size=`` line were both seen) and
+        ``deliveries`` (the chunk's delivery events with the message's size,
+        null where the message started before the input).
+        """
+        pf = events.filter((pl.col("source") == "postfix") & pl.col("queue_id").is_not_null())
+        info = pf.filter(_kind_is(*_MSG_KINDS)).group_by(_KEY).agg(
+            _kind_is("smtpd_client", "pickup").any().alias("received"),
+            pl.col("sender").filter(pl.col("kind") == "qmgr_from").first().alias("sender"),
+            pl.col("size").filter(pl.col("kind") == "qmgr_from").first().cast(pl.Int64).alias("size"),
+            pl.lit(False).alias("counted"),
+            pl.col("ts").min().alias("first_seen"), pl.col("ts").max().alias("last_seen"),
+        )
+        state = pl.concat([self.state, info], how="vertical_relaxed").group_by(_KEY, maintain_order=True).agg(
+            pl.col("received").any(), pl.col("sender").drop_nulls().first(), pl.col("size").drop_nulls().first(),
+            pl.col("counted").any(), pl.col("first_seen").min(), pl.col("last_seen").max(),
+        )
+        newly = (pl.col("received") & pl.col("size").is_not_null() & ~pl.col("counted"))
+        received = state.filter(newly).select("sender", "size", "first_seen")
+        state = state.with_columns((pl.col("counted") | newly).alias("counted"))
+        deliveries = pf.filter(pl.col("kind") == "delivery").join(
+            state.select(_KEY + [pl.col("size").alias("msg_size")]), on=_KEY, how="left")
+        removed = pf.filter(pl.col("kind") == "qmgr_removed").select(_KEY).unique()
+        self.completed += removed.height
+        state = state.join(removed, on=_KEY, how="anti")
+        newest = events["ts"].max()
+        if newest is not None:
+            old = state["last_seen"] < newest - self.max_age
+            self.expired += int(old.sum())
+            state = state.filter(~old)
+        self.state = state
+        return {"received_bytes": received, "deliveries": deliveries}
+
+    @property
+    def open(self) -> int:
+        """Messages still in the queue at the end of the input (or whose end is not in it)."""
+        return self.state.height
+
+
+_SESSION_KINDS = ["smtpd_connect", "smtpd_disconnect", "tls_in", "smtpd_client", "reject",
+                  "sasl_auth_failed", "smtpd_lost_connection", "smtpd_timeout"]
+_SKEY = ["host", "program", "pid"]
+
+
+class SmtpdSessions:
+    """postfix smtpd sessions, one row each, across chunk boundaries."""
+
+    def __init__(self, max_age: timedelta = timedelta(hours=1)):
+        self.max_age = max_age
+        self.carry: pl.DataFrame | None = None
+        self.seq = 0
+
+    def _rows(self, events: pl.DataFrame) -> pl.DataFrame:
+        rows = events.filter((pl.col("source") == "postfix") & (pl.col("daemon") == "smtpd")
+                             & _kind_is(*_SESSION_KINDS)).select(
+            "ts", "host", "program", "pid", "service", pl.col("kind").cast(pl.String), "client_host", "client_ip",
+            "tls_protocol", "tls_cipher", "tls_trust", "sasl_method", "sasl_username", "commands")
+        rows = rows.with_columns(pl.int_range(self.seq, self.seq + rows.height, dtype=pl.Int64).alias("_seq"))
+        self.seq += rows.height
+        return rows
+
+    def feed(self, events: pl.DataFrame, final: bool = False) -> pl.DataFrame:
+        """Sessions that ended (or expired) in this chunk; ``final`` flushes the open ones too."""
+        rows = self._rows(events)
+        if self.carry is not None and self.carry.height:
+            rows = pl.concat([self.carry, rows], how="vertical_relaxed")
+        if rows.height == 0:
+            return pl.DataFrame()
+        rows = rows.sort(_SKEY + ["_seq"], nulls_last=True).with_columns(
+            (pl.col("kind") == "smtpd_connect").cum_sum().over(_SKEY).alias("_n"))
+        sessions = rows.group_by(_SKEY + ["_n"]).agg(
+            pl.col("service").first(),
+            pl.col("ts").filter(pl.col("kind") == "smtpd_connect").first().alias("start"),
+            pl.col("ts").min().alias("first_seen"), pl.col("ts").max().alias("last_seen"),
+            pl.col("_seq").max().alias("_last_seq"),
+            pl.col("client_host").drop_nulls().first(), pl.col("client_ip").drop_nulls().first(),
+            (pl.col("kind") == "tls_in").any().alias("tls"),
+            pl.col("tls_protocol").drop_nulls().first(), pl.col("tls_cipher").drop_nulls().first(),
+            pl.col("tls_trust").drop_nulls().first(),
+            pl.col("sasl_method").drop_nulls().first(), pl.col("sasl_username").drop_nulls().first(),
+            (pl.col("kind") == "smtpd_client").sum().cast(pl.Int64).alias("messages"),
+            (pl.col("kind") == "reject").sum().cast(pl.Int64).alias("rejects"),
+            (pl.col("kind") == "sasl_auth_failed").sum().cast(pl.Int64).alias("auth_failures"),
+            pl.col("commands").filter(pl.col("kind") == "smtpd_disconnect").last(),
+            (pl.col("kind") == "smtpd_disconnect").any().alias("closed"),
+        ).with_columns(
+            (pl.col("_n") == 0).alias("started_before_input"),
+            # command counts: "auth=1" or "auth=0/1" (failed/attempted): SASL was used when the first number > 0
+            pl.col("commands").str.extract(r"\bauth=(\d+)").cast(pl.Int64, strict=False).alias("auth_ok"),
+            pl.col("commands").str.contains(r"\bstarttls=[1-9]").fill_null(False).alias("starttls"),
+        )
+        newest = rows["ts"].max()
+        # A session is over at its disconnect, or when a newer session of the same process started.
+        latest = pl.col("_n") == pl.col("_n").max().over(_SKEY)
+        stale = pl.col("last_seen") < (newest - self.max_age) if newest is not None else pl.lit(False)
+        done = pl.col("closed") | ~latest | stale | pl.lit(final)
+        finished = sessions.filter(done)
+        still = sessions.filter(~done).select(_SKEY + ["_n"])
+        self.carry = rows.join(still, on=_SKEY + ["_n"], how="semi").drop("_n")
+        return finished.drop("_n", "_last_seq")

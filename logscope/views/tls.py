@@ -1,0 +1,139 @@
+"""TLS vs plaintext: inbound SMTP sessions, outbound deliveries, IMAP/POP3 logins, exim.
+
+* inbound: postfix smtpd sessions (``correlate.SmtpdSessions``) by service
+  (smtp, submission, smtps, ...): TLS when a "TLS connection established
+  from" line belongs to the session, or its disconnect counts ``starttls``;
+  protocol, cipher and trust mix from the ``tls_in`` lines;
+* outbound: postfix smtp/lmtp deliveries; a delivery used TLS when the same
+  smtp process logged "TLS connection established to" the same relay before
+  it (connection reuse keeps the state); local transports are not counted;
+* dovecot logins by protocol: ``TLS``, ``secured`` (local or trusted network)
+  or plaintext;
+* exim arrivals and deliveries by the presence of ``X=``;
+* findings: SASL authentications in sessions without TLS (a password crossed
+  the wire in clear), and plaintext dovecot logins.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from . import count
+
+IMPLICIT_TLS = ("smtps", "submissions")
+
+
+def _kind(*kinds: str) -> pl.Expr:
+    return pl.col("kind").cast(pl.String).is_in(list(kinds))
+
+
+def session_flags(sessions: pl.DataFrame) -> pl.DataFrame:
+    """Sessions with ``service`` defaulted and a ``tls`` / ``sasl`` / ``sasl_without_tls`` flag each."""
+    return sessions.with_columns(
+        pl.col("service").fill_null("smtp"),
+        (pl.col("tls") | pl.col("starttls")).alias("tls"),
+        (pl.col("sasl_method").is_not_null() | (pl.col("auth_ok").fill_null(0) > 0)).alias("sasl"),
+    ).with_columns((pl.col("sasl") & ~pl.col("tls")).alias("sasl_without_tls"))
+
+
+def outbound(events: pl.DataFrame, carry: dict | None = None) -> pl.DataFrame:
+    """smtp deliveries (lmtp is local) with a ``tls_trust`` (null = plaintext), by process and relay."""
+    rows = events.filter((pl.col("source") == "postfix") & (pl.col("daemon") == "smtp")
+                         & _kind("tls_out", "delivery")).select(
+        "ts", "host", "pid", pl.col("kind").cast(pl.String), "relay_host", pl.col("tls_trust").cast(pl.String),
+        "tls_protocol", "status",
+        pl.col("transport"))
+    if rows.height == 0:
+        return rows
+    is_tls = pl.col("kind") == "tls_out"
+    rows = rows.with_columns(
+        pl.when(is_tls).then(pl.col("relay_host")).forward_fill().over(["host", "pid"]).alias("_tls_relay"),
+        pl.when(is_tls).then(pl.col("tls_trust")).forward_fill().over(["host", "pid"]).alias("_trust"),
+        pl.when(is_tls).then(pl.col("tls_protocol")).forward_fill().over(["host", "pid"]).alias("_proto"),
+    )
+    same = pl.col("_tls_relay") == pl.col("relay_host")
+    return rows.filter(pl.col("kind") == "delivery").with_columns(
+        pl.when(same).then(pl.col("_trust")).alias("tls_trust"),
+        pl.when(same).then(pl.col("_proto")).alias("tls_protocol"),
+    ).drop("_tls_relay", "_trust", "_proto")
+
+
+def partial(events: pl.DataFrame, sessions: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    out: dict[str, pl.DataFrame] = {}
+    if sessions.height:
+        s = session_flags(sessions)
+        day = pl.col("first_seen").dt.date().alias("day")
+        out["inbound"] = s.group_by("host", "service", day).agg(
+            pl.len().cast(pl.Int64).alias("sessions"), pl.col("tls").sum().cast(pl.Int64).alias("tls"),
+            pl.col("sasl").sum().cast(pl.Int64).alias("sasl"),
+            pl.col("sasl_without_tls").sum().cast(pl.Int64).alias("sasl_without_tls"),
+            pl.col("started_before_input").sum().cast(pl.Int64).alias("started_before_input"))
+        out["sasl_without_tls"] = count(
+            s.filter(pl.col("sasl_without_tls")).rename({"first_seen": "ts"}).drop("last_seen"),
+            ["service", "client_ip", "sasl_username"])
+    tin = events.filter((pl.col("source") == "postfix") & _kind("tls_in"))
+    out["inbound_mix"] = tin.group_by(pl.col("service").fill_null("smtp"), "tls_protocol", "tls_cipher", pl.col("tls_trust").cast(pl.String)).agg(
+        pl.len().cast(pl.Int64).alias("count"))
+    ob = outbound(events)
+    if ob.height:
+        out["outbound"] = ob.group_by(
+            "host", pl.col("ts").dt.date().alias("day"), pl.col("tls_trust").fill_null("plaintext").alias("trust"),
+            pl.col("tls_protocol")).agg(pl.len().cast(pl.Int64).alias("deliveries"))
+    dv = events.filter((pl.col("source") == "dovecot") & _kind("dovecot_login"))
+    if dv.height:
+        proto = pl.col("daemon").str.replace("-login$", "")
+        out["logins"] = dv.group_by("host", proto.alias("protocol"), pl.col("ts").dt.date().alias("day"),
+                                    pl.col("tls").cast(pl.String).fill_null("plaintext").str.to_lowercase().alias("tls")).agg(
+            pl.len().cast(pl.Int64).alias("logins"))
+        out["plaintext_logins"] = count(dv.filter(pl.col("tls").is_null()).with_columns(proto.alias("protocol")),
+                                        ["protocol", "user", "client_ip", "method"])
+    ex = events.filter((pl.col("source") == "exim") & _kind("exim_arrival", "exim_delivery"))
+    if ex.height:
+        out["exim"] = ex.group_by(pl.col("kind").cast(pl.String).str.replace("exim_", ""),
+                                  pl.col("tls_cipher").is_not_null().alias("tls")).agg(pl.len().cast(pl.Int64).alias("count"))
+    return out
+
+
+def _share(part: int, whole: int) -> float | None:
+    return round(100 * part / whole, 1) if whole else None
+
+
+def finish(m: dict[str, pl.DataFrame], top: int) -> dict:
+    res: dict = {}
+    inbound = m.get("inbound", pl.DataFrame())
+    if inbound.height:
+        by = inbound.group_by("service").agg(pl.col("sessions", "tls", "sasl", "sasl_without_tls").sum()).sort("service")
+        res["inbound_by_service"] = [dict(r, tls_pct=_share(r["tls"], r["sessions"])) for r in by.to_dicts()]
+        tot = inbound.select(pl.col("sessions", "tls", "sasl_without_tls").sum()).row(0, named=True)
+        res["inbound"] = dict(tot, tls_pct=_share(tot["tls"], tot["sessions"]))
+        per_day = inbound.group_by("day").agg(pl.col("sessions", "tls").sum()).sort("day")
+        res["inbound_per_day"] = [dict(r, day=str(r["day"]), tls_pct=_share(r["tls"], r["sessions"])) for r in per_day.to_dicts()]
+        per_host = inbound.group_by("host").agg(pl.col("sessions", "tls").sum()).sort("host")
+        res["inbound_per_host"] = [dict(r, tls_pct=_share(r["tls"], r["sessions"])) for r in per_host.to_dicts()]
+    mix = m.get("inbound_mix", pl.DataFrame())
+    if mix.height:
+        res["inbound_protocols"] = mix.group_by("tls_protocol").agg(pl.col("count").sum()).sort("count", descending=True).to_dicts()
+        res["inbound_ciphers"] = mix.group_by("tls_cipher").agg(pl.col("count").sum()).sort("count", descending=True).head(top).to_dicts()
+        res["inbound_trust"] = mix.group_by("tls_trust").agg(pl.col("count").sum()).sort("count", descending=True).to_dicts()
+    ob = m.get("outbound", pl.DataFrame())
+    if ob.height:
+        total = int(ob["deliveries"].sum())
+        by = ob.group_by("trust").agg(pl.col("deliveries").sum()).sort("deliveries", descending=True)
+        res["outbound_by_trust"] = [dict(r, pct=_share(r["deliveries"], total)) for r in by.to_dicts()]
+        plain = int(ob.filter(pl.col("trust") == "plaintext")["deliveries"].sum())
+        res["outbound"] = {"deliveries": total, "tls": total - plain, "tls_pct": _share(total - plain, total)}
+    lg = m.get("logins", pl.DataFrame())
+    if lg.height:
+        by = lg.group_by("protocol", "tls").agg(pl.col("logins").sum()).sort("protocol", "tls")
+        res["logins"] = by.to_dicts()
+    ex = m.get("exim", pl.DataFrame())
+    if ex.height:
+        res["exim"] = ex.group_by("kind", "tls").agg(pl.col("count").sum()).sort("kind", "tls").to_dicts()
+    findings = []
+    for name in ("sasl_without_tls", "plaintext_logins"):
+        df = m.get(name, pl.DataFrame())
+        if df.height:
+            findings += [dict(r, finding=name, first_seen=str(r["first_seen"]), last_seen=str(r["last_seen"]))
+                         for r in df.sort("count", descending=True).head(top).to_dicts()]
+    res["findings"] = findings
+    return res

@@ -1,0 +1,132 @@
+"""``logscope report``: numbers agree with pflogsumm, formats, periods, hostile values."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from logscope.generate import generate
+
+from .conftest import SAMPLES
+from .test_cli import run
+
+PFLOGSUMM = shutil.which("pflogsumm") or ("/usr/sbin/pflogsumm" if Path("/usr/sbin/pflogsumm").exists() else None)
+
+# pflogsumm "Grand Totals" label -> key of our report's traffic.totals
+PAIRS = {"received": "received", "delivered": "delivered", "forwarded": "forwarded", "deferred": "deferred",
+         "bounced": "bounced", "rejected": "rejected", "reject warnings": "reject_warnings", "held": "held",
+         "discarded": "discarded", "bytes received": "bytes_received", "bytes delivered": "bytes_delivered",
+         "senders": "senders", "recipients": "recipients", "recipient hosts/domains": "recipient_domains"}
+
+
+def pflogsumm_totals(path: Path) -> dict[str, float]:
+    out = subprocess.run([PFLOGSUMM, "--problems-first", str(path)], capture_output=True, text=True, timeout=600).stdout
+    grand = out.split("Grand Totals", 1)[1].split("Per-", 1)[0]
+    found = {}
+    for m in re.finditer(r"^\s+(\d+)([km]?)\s+([a-z /]+?)(?:\s+\(.*)?$", grand, re.M):
+        n = int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2)]
+        found[m.group(3).strip()] = (n, m.group(2))
+    return found
+
+
+def our_totals(path: Path) -> dict:
+    proc = run("report", str(path), "--format", "json", "--tz", "UTC", "--year", "2025")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["traffic"]["totals"]
+
+
+def assert_agree(path: Path):
+    theirs, ours = pflogsumm_totals(path), our_totals(path)
+    assert set(PAIRS) <= set(theirs), theirs
+    for label, key in PAIRS.items():
+        n, unit = theirs[label]
+        if unit:  # pflogsumm rounds to k/m units: compare in its unit
+            scale = {"k": 1024, "m": 1024 * 1024}[unit]
+            assert int(ours[key] / scale) == n // scale, (label, ours[key], n)
+        else:
+            assert ours[key] == n, (label, ours[key], n)
+
+
+@pytest.mark.skipif(PFLOGSUMM is None, reason="pflogsumm not installed (Debian package pflogsumm)")
+def test_agrees_with_pflogsumm_on_bundled_sample():
+    assert_agree(SAMPLES / "maillog")
+
+
+@pytest.mark.skipif(PFLOGSUMM is None, reason="pflogsumm not installed (Debian package pflogsumm)")
+def test_agrees_with_pflogsumm_on_generated_log(tmp_path):
+    path = tmp_path / "maillog"
+    generate(path, lines=40_000, seed=7)
+    assert_agree(path)
+
+
+def test_formats_and_sections(tmp_path):
+    sample = str(SAMPLES / "maillog")
+    doc = json.loads(run("report", sample, "--format", "json", "--tz", "UTC").stdout)
+    assert doc["input"]["lines"] == 5000
+    assert doc["tls"]["inbound"]["sessions"] > 0 and 0 <= doc["tls"]["inbound"]["tls_pct"] <= 100
+    assert doc["rejects"]["rejects_total"] > 0 and doc["rejects"]["reject_classes"]
+    assert sum(r["count"] for r in doc["rejects"]["reject_classes"]) == doc["rejects"]["rejects_total"]
+    assert doc["rejects"]["spam_domains"][0]["count"] >= doc["rejects"]["spam_domains"][-1]["count"]
+    text = run("report", sample, "--tz", "UTC").stdout
+    for title in ("Grand totals (postfix)", "Inbound SMTP sessions by service", "Reject reasons", "Top spammer domains",
+                  "Authentication failures by client IP", "Parser health"):
+        assert title in text
+    assert text.index("Deferrals by reason") > text.index("Grand totals")
+    first = run("report", sample, "--tz", "UTC", "--problems-first").stdout
+    assert first.index("Deferrals by reason") < first.index("Grand totals")
+    md = run("report", sample, "--format", "markdown", "--tz", "UTC").stdout
+    assert md.startswith("# logscope report") and "| counter | value |" in md
+    page = run("report", sample, "--format", "html", "--tz", "UTC").stdout
+    assert page.startswith("<!doctype html>") and "<script" not in page and "http://" not in page.split("</style>")[0]
+    bl = run("report", sample, "--tz", "UTC", "--blocklist").stdout
+    assert "REJECT spam source (logscope)" in bl
+
+
+def test_period_and_host_filters(tmp_path):
+    log = tmp_path / "m.log"
+    log.write_text(
+        "Mar  1 10:00:00 mx1 postfix/smtpd[1]: 4F3A21C0D2: client=a.example[192.0.2.1]\n"
+        "Mar  2 10:00:00 mx1 postfix/smtpd[1]: 5F3A21C0D2: client=a.example[192.0.2.1]\n"
+        "Mar  2 11:00:00 mx2 postfix/smtpd[1]: 6F3A21C0D2: client=a.example[192.0.2.1]\n")
+    def received(*extra):
+        proc = run("report", str(log), "--format", "json", "--tz", "UTC", "--year", "2025", *extra)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)["traffic"]["totals"]["received"]
+    assert received() == 3
+    assert received("--since", "2025-03-02") == 2
+    assert received("--until", "2025-03-02") == 1
+    assert received("--since", "2025-03-02", "--host", "mx2") == 1
+    bad = run("report", str(log), "--since", "yesterday-ish")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "yesterday-ish" in bad.stderr
+    assert run("report", str(log), "--last", "7x").returncode == 2
+
+
+def test_hostile_values_are_escaped_and_bounded(tmp_path):
+    helo = "h" * 10_000
+    log = tmp_path / "evil.log"
+    log.write_text(
+        "Mar  1 10:00:00 mx1 postfix/smtpd[1]: NOQUEUE: reject: RCPT from x.example[192.0.2.9]: 554 5.7.1 "
+        "<a@b.example>: Relay access denied; from=<x@<script>alert(1)</script>.example> to=<a@b.example> "
+        f"proto=ESMTP helo=<\"><img src=x onerror=alert(1)>{helo}>\n"
+        "Mar  1 10:00:01 mx1 postfix/smtpd[1]: NOQUEUE: reject: RCPT from x.example[192.0.2.9]: 554 5.7.1 "
+        "<a@b.example>: Relay access denied\x1b[31mRED\x1b[0m; from=<x@evil.example> to=<a@b.example> proto=ESMTP helo=<h>\n")
+    page = run("report", str(log), "--format", "html", "--tz", "UTC").stdout
+    assert "<script>" not in page and "<img" not in page
+    assert "&lt;script&gt;" in page or "&lt;img" in page
+    assert helo not in page  # cut to a bounded cell
+    text = run("report", str(log), "--tz", "UTC").stdout
+    assert "\x1b" not in text and helo not in text
+    bl = run("report", str(log), "--tz", "UTC", "--blocklist", "--format", "json").stdout
+    lines = json.loads(bl)["rejects"].get("blocklist", {}).get("postfix_check_sender_access", [])
+    assert all("<" not in ln for ln in lines)
+
+
+def test_missing_file_is_one_line_and_rest_is_reported(tmp_path):
+    proc = run("report", str(tmp_path / "nope.log"), str(SAMPLES / "maillog"), "--format", "json", "--tz", "UTC")
+    assert proc.returncode == 2 and "nope.log" in proc.stderr and "Traceback" not in proc.stderr
+    assert json.loads(proc.stdout)["input"]["lines"] == 5000
