@@ -1,0 +1,1 @@
+"""Sinks: where events and views go (Prometheus metrics, reports, alerts, ...)."""

@@ -1,0 +1,724 @@
+"""Prometheus metrics from events frames.
+
+``MetricsSink.add(events)`` turns one events frame into counter and histogram
+increments: every family is one vectorized polars query (filter, label
+expressions, ``group_by``), all queries of a frame run together in
+``pl.collect_all``, and only the small grouped results are merged into the
+running totals. A scrape reads the totals through a prometheus-client
+collector registered in ``sink.registry``.
+
+Why a collector and not ``prometheus_client.Counter``/``Histogram``: a
+histogram there takes one ``observe()`` per value (a Python call per line),
+counters expose an extra ``_created`` series each, and postfix_exporter's
+``postfix_smtp_status_deferred`` has no ``_total`` suffix, which a
+prometheus-client counter cannot reproduce.
+
+Every label value comes from a closed set: a value outside the set becomes
+``other``. The only open labels (the pipe relay of postfix_exporter, the
+input names of the self-metrics, a reject class without a declared class
+list) are capped: the first N distinct values are kept, later ones become
+``other``. An attacker who sends a million distinct domains, ciphers or reply
+texts adds no series.
+
+The ``postfix_*`` families reproduce postfix_exporter's names, label names
+and bucket bounds (checked against Debian's prometheus-postfix-exporter
+0.3.0, see tests/test_prometheus.py), so existing dashboards keep working.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import polars as pl
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    UnknownMetricFamily,
+)
+
+from ..schema import SCHEMA
+
+OTHER = "other"
+
+# ------------------------------------------------------------ closed label sets
+
+TLS_PROTOCOLS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
+TLS_BITS = ("0", "40", "56", "64", "112", "128", "168", "192", "256")
+# OpenSSL names as postfix logs them ("with cipher X"), the TLS 1.3 suites and
+# the TLS 1.2 and legacy suites still seen on mail servers (opportunistic TLS
+# accepts old and anonymous ones). Anything else is "other".
+TLS_CIPHERS = (
+    "TLS_AES_256_GCM_SHA384", "TLS_AES_128_GCM_SHA256", "TLS_CHACHA20_POLY1305_SHA256",
+    "TLS_AES_128_CCM_SHA256", "TLS_AES_128_CCM_8_SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+    "ECDHE-ECDSA-AES256-SHA384", "ECDHE-RSA-AES256-SHA384",
+    "ECDHE-ECDSA-AES128-SHA256", "ECDHE-RSA-AES128-SHA256",
+    "ECDHE-ECDSA-AES256-SHA", "ECDHE-RSA-AES256-SHA", "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA",
+    "ECDHE-ECDSA-AES256-CCM", "ECDHE-ECDSA-AES128-CCM", "ECDHE-ECDSA-AES256-CCM8", "ECDHE-ECDSA-AES128-CCM8",
+    "ECDHE-ECDSA-CAMELLIA256-SHA384", "ECDHE-RSA-CAMELLIA256-SHA384",
+    "ECDHE-ECDSA-CAMELLIA128-SHA256", "ECDHE-RSA-CAMELLIA128-SHA256",
+    "ECDHE-ECDSA-ARIA256-GCM-SHA384", "ECDHE-ARIA256-GCM-SHA384",
+    "ECDHE-ECDSA-ARIA128-GCM-SHA256", "ECDHE-ARIA128-GCM-SHA256",
+    "DHE-RSA-AES256-GCM-SHA384", "DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-CHACHA20-POLY1305",
+    "DHE-RSA-AES256-SHA256", "DHE-RSA-AES128-SHA256", "DHE-RSA-AES256-SHA", "DHE-RSA-AES128-SHA",
+    "DHE-RSA-AES256-CCM", "DHE-RSA-AES128-CCM", "DHE-RSA-AES256-CCM8", "DHE-RSA-AES128-CCM8",
+    "DHE-RSA-CAMELLIA256-SHA256", "DHE-RSA-CAMELLIA128-SHA256",
+    "DHE-RSA-CAMELLIA256-SHA", "DHE-RSA-CAMELLIA128-SHA",
+    "DHE-DSS-AES256-GCM-SHA384", "DHE-DSS-AES128-GCM-SHA256", "DHE-DSS-AES256-SHA", "DHE-DSS-AES128-SHA",
+    "AES256-GCM-SHA384", "AES128-GCM-SHA256", "AES256-SHA256", "AES128-SHA256", "AES256-SHA", "AES128-SHA",
+    "CAMELLIA256-SHA", "CAMELLIA128-SHA", "SEED-SHA", "IDEA-CBC-SHA",
+    "DES-CBC3-SHA", "ECDHE-RSA-DES-CBC3-SHA", "EDH-RSA-DES-CBC3-SHA", "DES-CBC-SHA", "RC4-SHA", "RC4-MD5",
+    "ADH-AES256-GCM-SHA384", "ADH-AES128-GCM-SHA256", "ADH-AES256-SHA256", "ADH-AES128-SHA256",
+    "ADH-AES256-SHA", "ADH-AES128-SHA", "AECDH-AES256-SHA", "AECDH-AES128-SHA", "ADH-CAMELLIA256-SHA",
+)
+TLS_TRUST = ("Anonymous", "Untrusted", "Trusted", "Verified")
+# SMTP commands and states a postfix smtpd "lost connection after X" names.
+SMTP_STAGES = (
+    "CONNECT", "HELO", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "BDAT", "END-OF-MESSAGE",
+    "RSET", "NOOP", "VRFY", "ETRN", "QUIT", "XCLIENT", "XFORWARD", "UNKNOWN", "HELP",
+)
+SASL_METHODS = (
+    "", "PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "NTLM", "GSSAPI", "XOAUTH2", "OAUTHBEARER",
+    "SCRAM-SHA-1", "SCRAM-SHA-256", "SCRAM-SHA-1-PLUS", "SCRAM-SHA-256-PLUS", "EXTERNAL", "ANONYMOUS", "OTP",
+)
+# SMTP reply codes of rejects (RFC 5321, 3463 usage); any other 3-digit code is "other".
+REPLY_CODES = (
+    "421", "450", "451", "452", "454", "455", "500", "501", "502", "503", "504", "521", "523",
+    "530", "534", "535", "538", "550", "551", "552", "553", "554", "555", "556",
+)
+# Postfix daemons (the last part of the program name), for the service label
+# of postfix_unsupported_log_entries_total.
+POSTFIX_DAEMONS = (
+    "anvil", "bounce", "cleanup", "defer", "discard", "dnsblog", "error", "flush", "lmtp", "local",
+    "master", "oqmgr", "pickup", "pipe", "postalias", "postcat", "postconf", "postdrop", "postfix",
+    "postfix-script", "postkick", "postlock", "postlog", "postmap", "postmulti", "postqueue",
+    "postscreen", "postsuper", "proxymap", "qmgr", "qmqpd", "retry", "scache", "sendmail", "showq",
+    "smtp", "smtpd", "spawn", "tlsmgr", "tlsproxy", "trace", "trivial-rewrite", "verify", "virtual",
+)
+POSTFIX_TRANSPORTS = ("smtp", "lmtp", "local", "virtual", "pipe", "error", "retry", "discard")
+# master.cf service -> label of logscope_smtpd_sessions_total; a plain
+# postfix/smtpd (no service part) is the port-25 "smtp" service.
+SMTPD_SERVICES = {"smtp": "smtp", "25": "smtp", "submission": "submission", "587": "submission",
+                  "smtps": "smtps", "465": "smtps", "submissions": "submissions"}
+# Services whose sessions are TLS from the first byte (wrapper mode).
+WRAPPER_TLS_SERVICES = ("smtps", "submissions")
+DOVECOT_PROTOCOLS = ("imap", "pop3", "managesieve", "submission", "lmtp")
+DOVECOT_TLS = {"TLS": "tls", "secured": "secured", "plaintext": "plaintext", "TLS handshaking": "handshaking"}
+RSPAMD_ACTIONS = {"no action": "no_action", "greylist": "greylist", "add header": "add_header",
+                  "rewrite subject": "rewrite_subject", "soft reject": "soft_reject", "reject": "reject",
+                  "discard": "discard", "quarantine": "quarantine"}
+EXIM_DELIVERY_STATUSES = ("delivered", "additional", "cutthrough", "suppressed", "deferred", "bounced")
+EXIM_REJECT_ACTIONS = ("reject", "defer", "drop", "discard")
+# Cisco ASA message ids the cisco_asa parser knows (parsers/cisco_asa.toml);
+# every other id is counted as "other".
+ASA_MESSAGE_IDS = tuple(str(i) for i in (
+    105003, 105004, 105005, 105006, 105007, 105008, 105009,
+    106001, 106006, 106007, 106010, 106014, 106015, 106016, 106017, 106020, 106021, 106022, 106023, 106100,
+    109005, 109006, 109007, 109008,
+    111001, 111002, 111003, 111004, 111005, 111006, 111007, 111008, 111009, 111010,
+    113004, 113005, 113006,
+    302013, 302014, 302015, 302016, 302018, 302020, 302021, 302023,
+    305011, 305012, 313001, 313004, 313005, 419002, 605004, 605005, 611101, 611102, 611103,
+    710003, 710005, 733100,
+))
+ASA_SEVERITIES = tuple(str(i) for i in range(8))
+
+# postfix_exporter's bucket bounds.
+DELAY_BUCKETS = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 60.0, 3600.0, 86400.0, 172800.0)
+NRCPT_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0)
+SIZE_BUCKETS = (1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9)
+RSPAMD_SCORE_BUCKETS = (-10.0, -5.0, -2.0, 0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0, 50.0)
+# delays=a/b/c/d, in postfix_exporter's stage names.
+DELAY_STAGES = ("before_queue_manager", "queue_manager", "connection_setup", "transmission")
+
+# Caps of the open labels.
+PIPE_RELAY_CAP = 16
+INPUT_CAP = 64
+REJECT_CLASS_CAP = 32
+
+
+# ------------------------------------------------------------ label helpers
+
+def one_of(expr: pl.Expr, allowed: Iterable[str], null: str = OTHER) -> pl.Expr:
+    """``expr`` as a string label when it is in ``allowed``, else "other" (``null`` for nulls)."""
+    s = expr.cast(pl.String)
+    return (pl.when(s.is_null()).then(pl.lit(null))
+            .when(s.is_in(list(allowed))).then(s)
+            .otherwise(pl.lit(OTHER)))
+
+
+def mapped(expr: pl.Expr, mapping: dict[str, str], null: str = OTHER) -> pl.Expr:
+    """``expr`` translated through ``mapping``; unmapped values become "other"."""
+    s = expr.cast(pl.String)
+    return pl.when(s.is_null()).then(pl.lit(null)).otherwise(
+        s.replace_strict(mapping, default=OTHER, return_dtype=pl.String))
+
+
+def yes_no(cond: pl.Expr) -> pl.Expr:
+    return pl.when(cond).then(pl.lit("yes")).otherwise(pl.lit("no"))
+
+
+class LabelCap:
+    """Keeps the first ``limit`` distinct values of an open label; later ones map to "other"."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.seen: set[str] = set()
+
+    def __call__(self, value: str) -> str:
+        if value in self.seen:
+            return value
+        if len(self.seen) < self.limit and value != OTHER:
+            self.seen.add(value)
+            return value
+        return OTHER
+
+
+# ------------------------------------------------------------ families
+
+def go_float(x: float) -> str:
+    """A bucket bound as Go exporters write it ("60", "0.001", "1e+06"), so ``le`` values match theirs."""
+    s = "%g" % x
+    return s if float(s) == x else repr(x)
+
+
+@dataclass
+class Family:
+    """One metric family and its running values, keyed by the tuple of label values."""
+
+    name: str
+    doc: str
+    type: str  # counter | gauge | untyped | histogram
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+    caps: dict[str, LabelCap] = field(default_factory=dict)
+    values: dict[tuple[str, ...], float] = field(default_factory=dict)
+    # histograms: cumulative bucket counts (one per bound), sum, count
+    hist: dict[tuple[str, ...], list[float]] = field(default_factory=dict)
+
+    def key(self, values: Iterable) -> tuple[str, ...]:
+        out = []
+        for name, v in zip(self.labels, values):
+            v = "" if v is None else str(v)
+            cap = self.caps.get(name)
+            out.append(cap(v) if cap else v)
+        return tuple(out)
+
+    def inc(self, labels: Iterable = (), amount: float = 1.0) -> None:
+        k = self.key(labels)
+        self.values[k] = self.values.get(k, 0.0) + amount
+
+    def set(self, labels: Iterable, value: float) -> None:
+        self.values[self.key(labels)] = value
+
+    def observe_counts(self, labels: Iterable, cumulative: list[float], total: float, count: float) -> None:
+        k = self.key(labels)
+        cur = self.hist.get(k)
+        if cur is None:
+            cur = self.hist[k] = [0.0] * (len(self.buckets) + 2)
+        for i, c in enumerate(cumulative):
+            cur[i] += c
+        cur[-2] += total
+        cur[-1] += count
+
+    def empty(self) -> Metric:
+        """The family without samples (for the registry's name check)."""
+        return Family(self.name, self.doc, self.type, self.labels, self.buckets).metric()
+
+    def metric(self, values: dict[tuple[str, ...], float] | None = None) -> Metric:
+        """The prometheus-client family with the current samples (or ``values`` instead)."""
+        labels = list(self.labels)
+        if self.type == "histogram":
+            m = HistogramMetricFamily(self.name, self.doc, labels=labels)
+            for k, v in sorted(self.hist.items()):
+                bounds = [(go_float(b), c) for b, c in zip(self.buckets, v)]
+                bounds.append(("+Inf", v[-1]))
+                m.add_metric(list(k), bounds, v[-2])
+            return m
+        cls = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "untyped": UnknownMetricFamily}[self.type]
+        m = cls(self.name, self.doc, labels=labels)
+        for k, v in sorted((values if values is not None else self.values).items()):
+            m.add_metric(list(k), v)
+        return m
+
+
+@dataclass
+class Spec:
+    """How one family is derived from an events frame.
+
+    ``query`` maps the frame (lazy) to one row per counted event with one
+    string column per label, plus the observed value ``_v`` for histograms
+    and gauges (a gauge keeps the maximum).
+    """
+
+    family: Family
+    query: Callable[[pl.LazyFrame], pl.LazyFrame]
+
+
+def _kind(*kinds: str) -> pl.Expr:
+    return pl.col("kind").is_in(list(kinds)) if len(kinds) > 1 else pl.col("kind") == kinds[0]
+
+
+def _daemon(*daemons: str) -> pl.Expr:
+    return pl.col("daemon").is_in(list(daemons))
+
+
+def _tls_labels() -> dict[str, pl.Expr]:
+    """postfix_exporter's TLS labels from a tls_in/tls_out event."""
+    return {
+        "trust": one_of(pl.col("tls_trust"), TLS_TRUST),
+        "protocol": one_of(pl.col("tls_protocol"), TLS_PROTOCOLS),
+        "cipher": one_of(pl.col("tls_cipher"), TLS_CIPHERS),
+        "secret_bits": one_of(pl.col("tls_bits"), TLS_BITS),
+        # the second number of "(256/256 bits)" has no column
+        "algorithm_bits": one_of(pl.col("message").str.extract(r"\(\d+/(\d+) bits\)"), TLS_BITS),
+    }
+
+
+def _delays(lf: pl.LazyFrame, where: pl.Expr, extra: dict[str, pl.Expr] | None = None) -> pl.LazyFrame:
+    """One row per (delivery, stage) with the stage's delay in ``_v`` (nulls dropped)."""
+    extra = extra or {}
+    parts = pl.col("delays").str.split("/")
+    stages = [parts.list.get(i, null_on_oob=True).cast(pl.Float64, strict=False).alias(s)
+              for i, s in enumerate(DELAY_STAGES)]
+    return (lf.filter(where).select(*[e.alias(n) for n, e in extra.items()], *stages)
+            .unpivot(on=list(DELAY_STAGES), index=list(extra), variable_name="stage", value_name="_v")
+            .drop_nulls("_v"))
+
+
+def _select(where: pl.Expr, **labels: pl.Expr) -> Callable[[pl.LazyFrame], pl.LazyFrame]:
+    def query(lf: pl.LazyFrame) -> pl.LazyFrame:
+        lf = lf.filter(where)
+        return lf.select(**labels) if labels else lf
+    return query
+
+
+def _default_reject_class() -> tuple[Callable[[pl.Expr], pl.Expr] | None, tuple[str, ...] | None]:
+    """The reject classes of ``logscope.classify``: ``add`` classifies each frame first
+    (column ``reject_class``), so the class expression just reads that column."""
+    from .. import classify
+    return (lambda _text: pl.col("reject_class").cast(pl.String)), tuple(classify.CLASSES)
+
+
+# ------------------------------------------------------------ the sink
+
+class MetricsSink:
+    """Running Prometheus metrics over every events frame given to ``add``.
+
+    ``registry``: where the metrics are registered (default: a new registry
+    that also carries the process_* and python_info metrics).
+    ``reject_class``: maps the reject text expression to a class expression
+    (default: the classes of ``logscope.classify``, from ``classes`` or the
+    bundled rules); ``reject_classes``: its closed list of classes.
+
+    Thread safe: ``add`` and the self-metric hooks may run in the tail thread
+    while the HTTP server scrapes.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None, *,
+                 reject_class: Callable[[pl.Expr], pl.Expr] | None = None,
+                 reject_classes: Iterable[str] | None = None, classes=None):
+        if registry is None:
+            registry = CollectorRegistry()
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+        self.registry = registry
+        self._lock = threading.Lock()
+        # ``classes``: a loaded logscope.classify.RejectClasses (user rules included)
+        self._classifier = None
+        if reject_class is None:
+            from ..classify import load_classes
+            self._classifier = classes or load_classes()
+            reject_class, default_classes = _default_reject_class()
+            if reject_classes is None:
+                reject_classes = default_classes
+        self._reject_class = reject_class
+        self._reject_classes = tuple(reject_classes) if reject_classes is not None else None
+        self._families: dict[str, Family] = {}
+        self._specs: list[Spec] = []
+        self._checkpoint_at: float | None = None
+        self._define()
+        registry.register(_Collector(self))
+
+    # -------------------------------------------------------- definitions
+
+    def _family(self, name: str, doc: str, type: str = "counter", labels: tuple[str, ...] = (),
+                buckets: tuple[float, ...] = (), caps: dict[str, LabelCap] | None = None) -> Family:
+        fam = Family(name, doc, type, labels, buckets, caps or {})
+        # like the Go client: a family without labels is exported (as 0) from the start
+        if not labels and type == "histogram":
+            fam.observe_counts((), [0.0] * len(buckets), 0.0, 0.0)
+        elif not labels and type != "gauge":
+            fam.inc((), 0.0)
+        self._families[name] = fam
+        return fam
+
+    def _spec(self, fam: Family, query: Callable[[pl.LazyFrame], pl.LazyFrame]) -> None:
+        self._specs.append(Spec(fam, query))
+
+    def _counter(self, name: str, doc: str, where: pl.Expr, type: str = "counter",
+                 caps: dict[str, LabelCap] | None = None, **labels: pl.Expr) -> Family:
+        fam = self._family(name, doc, type, tuple(labels), caps=caps)
+        self._spec(fam, _select(where, **labels))
+        return fam
+
+    def _define(self) -> None:
+        self._define_postfix()
+        self._define_logscope()
+        self._define_self()
+
+    def _define_postfix(self) -> None:
+        """postfix_exporter's families (names, labels, buckets as in postfix_exporter 0.3.0)."""
+        pf = pl.col("source") == "postfix"
+        smtpd = pf & _daemon("smtpd")
+        c = self._counter
+        c("postfix_smtpd_connects_total", "Total number of incoming connections.",
+          smtpd & _kind("smtpd_connect"))
+        c("postfix_smtpd_disconnects_total", "Total number of incoming disconnections.",
+          smtpd & _kind("smtpd_disconnect"))
+        c("postfix_smtpd_connections_lost_total", "Total number of connections lost.",
+          smtpd & _kind("smtpd_lost_connection"), after_stage=one_of(pl.col("stage"), SMTP_STAGES))
+        c("postfix_smtpd_messages_processed_total", "Total number of messages processed.",
+          smtpd & _kind("smtpd_client"), sasl_method=one_of(pl.col("sasl_method"), SASL_METHODS, null=""))
+        c("postfix_smtpd_messages_rejected_total",
+          "Total number of NOQUEUE rejects (smtpd rejects at the RCPT stage).",
+          smtpd & _kind("reject") & (pl.col("action") == "reject") & (pl.col("stage") == "RCPT"),
+          code=one_of(pl.col("reply_code"), REPLY_CODES))
+        c("postfix_smtpd_sasl_authentication_failures_total", "Total number of SASL authentication failures.",
+          smtpd & _kind("sasl_auth_failed"))
+        c("postfix_smtpd_tls_connections_total", "Total number of incoming TLS connections.",
+          smtpd & _kind("tls_in"), **_tls_labels())
+        c("postfix_smtpd_forward_confirmed_reverse_dns_errors_total",
+          "Total number of connections for which forward-confirmed DNS cannot be resolved.",
+          smtpd & _kind("warning") & (pl.col("reason") == "hostname does not resolve to address"))
+        smtp = pf & _daemon("smtp")
+        c("postfix_smtp_tls_connections_total", "Total number of outgoing TLS connections.",
+          smtp & _kind("tls_out"), **_tls_labels())
+        deferred = pf & _kind("delivery") & (pl.col("transport") == "smtp") & (pl.col("status") == "deferred")
+        c("postfix_smtp_status_deferred", "Total number of messages deferred (untyped: postfix_exporter's "
+          "name has no _total suffix).", deferred, type="untyped")
+        c("postfix_smtp_deferred_messages_total", "Total number of messages that have been deferred on SMTP.",
+          deferred)
+        c("postfix_smtp_connection_timed_out_total", "Total number of messages that have been deferred on SMTP "
+          "(connect to the remote server timed out).",
+          smtp & _kind("connect_failed") & pl.col("reply").str.starts_with("Connection timed out"))
+        for transport, label in (("smtp", "SMTP"), ("lmtp", "LMTP")):
+            fam = self._family(f"postfix_{transport}_delivery_delay_seconds",
+                               f"{label} message processing time in seconds.", "histogram", ("stage",),
+                               DELAY_BUCKETS)
+            where = pf & _kind("delivery") & (pl.col("transport") == transport)
+            self._spec(fam, lambda lf, w=where: _delays(lf, w))
+        fam = self._family("postfix_pipe_delivery_delay_seconds", "Pipe message processing time in seconds.",
+                           "histogram", ("relay", "stage"), DELAY_BUCKETS, caps={"relay": LabelCap(PIPE_RELAY_CAP)})
+        pipe = pf & _kind("delivery") & (pl.col("transport") == "pipe")
+        self._spec(fam, lambda lf: _delays(lf, pipe, {"relay": pl.col("relay_host").fill_null("")}))
+        qmgr_from = pf & _kind("qmgr_from")
+        fam = self._family("postfix_qmgr_messages_inserted_receipients",
+                           "Number of receipients per message inserted into the mail queues.", "histogram",
+                           buckets=NRCPT_BUCKETS)
+        self._spec(fam, lambda lf: lf.filter(qmgr_from).select(pl.col("nrcpt").cast(pl.Float64).alias("_v"))
+                   .drop_nulls())
+        fam = self._family("postfix_qmgr_messages_inserted_size_bytes",
+                           "Size of messages inserted into the mail queues in bytes.", "histogram",
+                           buckets=SIZE_BUCKETS)
+        self._spec(fam, lambda lf: lf.filter(qmgr_from).select(pl.col("size").cast(pl.Float64).alias("_v"))
+                   .drop_nulls())
+        c("postfix_qmgr_messages_removed_total", "Total number of messages removed from mail queues.",
+          pf & _kind("qmgr_removed"))
+        cleanup = pf & _daemon("cleanup")
+        c("postfix_cleanup_messages_processed_total", "Total number of messages processed by cleanup.",
+          cleanup & _kind("cleanup_message_id"))
+        c("postfix_cleanup_messages_rejected_total", "Total number of messages rejected by cleanup.",
+          cleanup & _kind("cleanup_action") & (pl.col("action") == "reject"))
+        c("postfix_cleanup_messages_not_accepted_total",
+          "Total number of messages not accepted by cleanup (milter-reject).",
+          cleanup & _kind("milter_action") & (pl.col("action") == "milter-reject"))
+        c("postfix_unsupported_log_entries_total", "Log entries that could not be processed.",
+          pf & _kind("unparsed"), service=one_of(pl.col("daemon"), POSTFIX_DAEMONS, null=""))
+
+    def _define_logscope(self) -> None:
+        """What postfix_exporter does not export: sessions by TLS, reject classes, other daemons."""
+        c = self._counter
+        src = pl.col("source")
+        c("logscope_events_total", "Events parsed, by source and event kind.", pl.lit(True),
+          source=src.cast(pl.String), kind=pl.col("kind").cast(pl.String))
+        c("logscope_unparsed_lines_total", "Lines no parser recognised, by source (guessed from the program).",
+          _kind("unparsed"), source=src.cast(pl.String))
+        fam = self._family("logscope_last_event_timestamp_seconds",
+                           "Time stamp of the newest event seen, by source (Unix seconds).", "gauge", ("source",))
+        self._spec(fam, lambda lf: lf.filter(pl.col("ts").is_not_null())
+                   .select(source=src.cast(pl.String), _v=pl.col("ts").dt.epoch("us") / 1e6))
+
+        # postfix smtpd sessions: TLS when STARTTLS succeeded at least once
+        # ("starttls=1", "starttls=2/2"; "starttls=0/1" failed) or the service
+        # is TLS-wrapped (smtps, submissions).
+        service = mapped(pl.col("service"), SMTPD_SERVICES, null="smtp")
+        tls = pl.col("commands").str.contains(r"(?:^|\s)starttls=0*[1-9]").fill_null(False) | service.is_in(
+            list(WRAPPER_TLS_SERVICES))
+        c("logscope_smtpd_sessions_total", "Postfix smtpd sessions (at disconnect), by master.cf service and "
+          "whether the session used TLS (STARTTLS or a TLS-wrapped service).",
+          (src == "postfix") & _daemon("smtpd") & _kind("smtpd_disconnect"), service=service, tls=yes_no(tls))
+
+        # rejects by reason class (the classifier comes from logscope.classify)
+        action = pl.col("action")
+        is_reject = (
+            ((src == "postfix") & _kind("reject") & action.is_in(["reject", "proxy-reject"]))
+            | ((src == "postfix") & _kind("milter_action") & (action == "milter-reject"))
+            | ((src == "postfix") & _kind("cleanup_action") & (action == "reject"))
+            | ((src == "exim") & _kind("exim_reject") & action.is_in(list(EXIM_REJECT_ACTIONS)))
+        )
+        text = pl.coalesce(pl.col("reply"), pl.col("reason"))
+        if self._reject_class is None:
+            klass = pl.lit("unclassified")
+            caps = None
+        elif self._reject_classes is not None:
+            klass = one_of(self._reject_class(text), self._reject_classes + ("unclassified",),
+                           null="unclassified")
+            caps = None
+        else:
+            klass = self._reject_class(text).cast(pl.String).fill_null("unclassified")
+            caps = {"class": LabelCap(REJECT_CLASS_CAP)}
+        fam = self._family("logscope_rejects_total", "Rejected SMTP transactions (postfix smtpd, postscreen, "
+                           "milter and cleanup rejects; exim ACL rejects), by source and reject reason class.",
+                           labels=("source", "class"), caps=caps)
+        self._spec(fam, _select(is_reject, **{"source": src.cast(pl.String), "class": klass}))
+
+        # authentication failures by service
+        auth_service = (
+            pl.when(src == "postfix").then(mapped(pl.col("service"), SMTPD_SERVICES, null="smtp"))
+            .when(src == "dovecot").then(one_of(pl.col("proto"), DOVECOT_PROTOCOLS))
+            .when(src == "exim").then(pl.lit("smtp"))
+            .otherwise(pl.lit(OTHER))
+        )
+        is_auth_failure = (
+            ((src == "postfix") & _daemon("smtpd") & _kind("sasl_auth_failed"))
+            | ((src == "dovecot") & _kind("dovecot_login_failed"))
+            | ((src == "exim") & _kind("exim_auth_failed"))
+        )
+        c("logscope_auth_failures_total", "Failed client authentications: postfix smtpd SASL failures, dovecot "
+          "logins that ended with failed authentication, exim authenticator failures; by source and service.",
+          is_auth_failure, source=src.cast(pl.String), service=auth_service)
+
+        c("logscope_dovecot_logins_total", "Successful dovecot logins, by protocol and how the connection was "
+          "protected (tls, secured = trusted network, plaintext).",
+          (src == "dovecot") & _kind("dovecot_login"),
+          protocol=one_of(pl.col("proto"), DOVECOT_PROTOCOLS), tls=mapped(pl.col("tls"), DOVECOT_TLS))
+
+        exim_tls = yes_no(pl.col("tls_cipher").is_not_null() | pl.col("tls_protocol").is_not_null())
+        exim = src == "exim"
+        c("logscope_exim_arrivals_total", "Messages received by exim, by TLS.", exim & _kind("exim_arrival"),
+          tls=exim_tls)
+        c("logscope_exim_deliveries_total", "Exim delivery attempts by outcome and TLS.",
+          exim & _kind("exim_delivery", "exim_deferral", "exim_failure"),
+          status=one_of(pl.col("status"), EXIM_DELIVERY_STATUSES), tls=exim_tls)
+        c("logscope_exim_rejects_total", "Exim ACL rejects by action and TLS (unknown: exim's reject lines "
+          "carry no TLS details).", exim & _kind("exim_reject") & action.is_in(list(EXIM_REJECT_ACTIONS)),
+          action=one_of(action, EXIM_REJECT_ACTIONS),
+          tls=pl.when(pl.col("tls_cipher").is_not_null() | pl.col("tls_protocol").is_not_null())
+          .then(pl.lit("yes")).otherwise(pl.lit("unknown")))
+
+        c("logscope_postfix_deliveries_total", "Postfix delivery status lines, by transport and status.",
+          (src == "postfix") & _kind("delivery"),
+          transport=one_of(pl.col("transport"), POSTFIX_TRANSPORTS, null="none"),
+          status=one_of(pl.col("status"), ("sent", "deferred", "bounced", "expired", "undeliverable",
+                                           "deliverable")))
+
+        rspamd = (src == "rspamd") & _kind("rspamd_verdict")
+        c("logscope_rspamd_actions_total", "Messages scanned by rspamd, by action.", rspamd,
+          action=mapped(pl.col("action"), RSPAMD_ACTIONS))
+        # negative bounds: prometheus-client then leaves out _sum and _count (OpenMetrics forbids a
+        # _sum over negative observations); the +Inf bucket is the count
+        fam = self._family("logscope_rspamd_score", "Spam score of the messages rspamd scanned (no _sum/_count: "
+                           "scores can be negative; the +Inf bucket is the count).", "histogram",
+                           buckets=RSPAMD_SCORE_BUCKETS)
+        self._spec(fam, lambda lf: lf.filter(rspamd).select(_v=pl.col("score")).drop_nulls()
+                   .filter(pl.col("_v").is_finite()))
+
+        c("logscope_asa_events_total", "Cisco ASA messages, by message id (ids the parser knows, others as "
+          "'other') and severity.", (src == "cisco_asa") & pl.col("asa_id").is_not_null(),
+          message_id=one_of(pl.col("asa_id"), ASA_MESSAGE_IDS), severity=one_of(pl.col("severity"), ASA_SEVERITIES))
+
+    def _define_self(self) -> None:
+        """Self-metrics: filled by the tail loop through the hooks below."""
+        cap = LabelCap(INPUT_CAP)
+        f = self._family
+        self._lines = f("logscope_input_lines_total", "Lines read, by input.", labels=("input",),
+                        caps={"input": cap})
+        self._bytes = f("logscope_input_bytes_total", "Bytes read, by input.", labels=("input",),
+                        caps={"input": cap})
+        # one checkpoint file holds every input's position, written atomically: one age
+        self._age = f("logscope_checkpoint_age_seconds", "Seconds since the checkpoint (every input's position) "
+                      "was last written.", "gauge")
+        self._lag = f("logscope_input_lag_bytes", "Bytes written to an input but not read yet.", "gauge",
+                      ("input",), caps={"input": cap})
+        self._rotations = f("logscope_input_rotations_total", "Rotations, truncations and replacements of an "
+                            "input seen.", labels=("input",), caps={"input": cap})
+        self._errors = f("logscope_input_read_errors_total", "Errors opening or reading an input.",
+                         labels=("input",), caps={"input": cap})
+
+    # -------------------------------------------------------- events
+
+    def add(self, events: pl.DataFrame) -> None:
+        """Count one events frame (schema of ``logscope.schema``) into the metrics."""
+        if events.height == 0:
+            return
+        missing = [c for c in SCHEMA if c not in events.columns]
+        if missing:
+            events = events.with_columns(pl.lit(None, dtype=SCHEMA[c]).alias(c) for c in missing)
+        if self._classifier is not None:
+            events = self._classifier.classify(events)
+        lf = events.lazy()
+        queries = [_aggregate(spec.family, spec.query(lf)) for spec in self._specs]
+        results = pl.collect_all(queries)
+        with self._lock:
+            for spec, res in zip(self._specs, results):
+                _merge(spec.family, res)
+
+    # -------------------------------------------------------- self-metric hooks
+
+    def lines_read(self, input: str, lines: int, nbytes: int) -> None:
+        """``lines`` complete lines of ``nbytes`` bytes were read from ``input``.
+
+        ``input`` should be the input as configured (path or glob given on the
+        command line, "-", "journal"), not the name of a rotated file.
+        """
+        with self._lock:
+            self._lines.inc((input,), lines)
+            self._bytes.inc((input,), nbytes)
+
+    def checkpoint_written(self, at: float | None = None) -> None:
+        """The checkpoint was persisted at ``at`` (Unix time, default now)."""
+        with self._lock:
+            self._checkpoint_at = time.time() if at is None else at
+
+    def on_commit(self) -> None:
+        """``tail``'s hook after every checkpoint write."""
+        self.checkpoint_written()
+
+    def input_status(self, rows: Iterable[dict]) -> None:
+        """Lag, rotations and read errors from ``Tail.status()`` rows.
+
+        A row has ``input`` (the configured spec), ``lag`` (bytes of one file
+        not read yet) and the input's running totals ``rotations`` and
+        ``errors``. Lag is summed over an input's files; the totals replace
+        the counters' values (never lowering them). Use this or the
+        incremental ``rotation``/``read_error``/``input_lag`` hooks, not both.
+        """
+        lag: dict[str, float] = {}
+        totals: dict[str, tuple[float, float]] = {}
+        for row in rows:
+            name = str(row.get("input"))
+            lag[name] = lag.get(name, 0.0) + float(row.get("lag") or 0)
+            rot, err = totals.get(name, (0.0, 0.0))
+            totals[name] = (max(rot, float(row.get("rotations") or 0)), max(err, float(row.get("errors") or 0)))
+        with self._lock:
+            for name, v in lag.items():
+                self._lag.set((name,), v)
+            for name, (rot, err) in totals.items():
+                for fam, total in ((self._rotations, rot), (self._errors, err)):
+                    k = fam.key((name,))
+                    fam.values[k] = max(fam.values.get(k, 0.0), total)
+
+    def input_lag(self, input: str, lag_bytes: int) -> None:
+        """``lag_bytes`` bytes of ``input`` are written but not yet read (file size minus offset)."""
+        with self._lock:
+            self._lag.set((input,), float(lag_bytes))
+
+    def rotation(self, input: str) -> None:
+        """``input`` was rotated, truncated or replaced."""
+        with self._lock:
+            self._rotations.inc((input,))
+
+    def read_error(self, input: str) -> None:
+        """Opening or reading ``input`` failed."""
+        with self._lock:
+            self._errors.inc((input,))
+
+    # -------------------------------------------------------- output
+
+    def families(self) -> list[Metric]:
+        """The current value of every family (what a scrape shows)."""
+        now = time.time()
+        with self._lock:
+            out = []
+            for fam in self._families.values():
+                if fam is self._age:
+                    at = self._checkpoint_at
+                    out.append(fam.metric({} if at is None else {(): max(0.0, now - at)}))
+                else:
+                    out.append(fam.metric())
+            return out
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+    def family_names(self) -> list[str]:
+        return list(self._families)
+
+    def family(self, name: str) -> Family:
+        """A family by its name (a counter also without its ``_total`` suffix)."""
+        return self._families.get(name) or self._families[name + "_total"]
+
+
+def _aggregate(fam: Family, lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Group a spec's rows by the family's labels into counts, sums or bucket counts."""
+    labels = list(fam.labels)
+    if fam.type == "histogram":
+        v = pl.col("_v")
+        aggs = [(v <= b).sum().alias(f"_b{i}") for i, b in enumerate(fam.buckets)]
+        aggs += [v.sum().alias("_sum"), pl.len().alias("_count")]
+        return lf.group_by(labels).agg(aggs) if labels else lf.select(aggs).filter(pl.col("_count") > 0)
+    if fam.type == "gauge":
+        return lf.group_by(labels).agg(pl.col("_v").max())
+    if labels:
+        return lf.group_by(labels).agg(pl.len().alias("_n"))
+    return lf.select(pl.len().alias("_n")).filter(pl.col("_n") > 0)
+
+
+def _merge(fam: Family, res: pl.DataFrame) -> None:
+    """Add one grouped result into the family's running values (rows: distinct label values)."""
+    n = len(fam.labels)
+    if fam.type == "histogram":
+        nb = len(fam.buckets)
+        for row in res.iter_rows():
+            fam.observe_counts(row[:n], list(row[n:n + nb]), row[n + nb] or 0.0, row[n + nb + 1])
+    elif fam.type == "gauge":
+        for row in res.iter_rows():
+            k = fam.key(row[:n])
+            old = fam.values.get(k)
+            if row[n] is not None and (old is None or row[n] > old):
+                fam.values[k] = row[n]
+    else:
+        for row in res.iter_rows():
+            fam.inc(row[:n], row[n])
+
+
+class _Collector:
+    """prometheus-client collector over a sink's families."""
+
+    def __init__(self, sink: MetricsSink):
+        self._sink = sink
+
+    def describe(self) -> Iterator[Metric]:
+        for fam in self._sink._families.values():
+            yield fam.empty()
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._sink.families()
+
+
+# Every family's name, for the README and the tests.
+def family_names() -> list[str]:
+    return MetricsSink(CollectorRegistry()).family_names()
+
+
+__all__ = ["MetricsSink", "LabelCap", "one_of", "mapped", "family_names"]
