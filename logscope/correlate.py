@@ -144,3 +144,64 @@ class SmtpdSessions:
         still = sessions.filter(~done).select(_SKEY + ["_n"])
         self.carry = rows.join(still, on=_SKEY + ["_n"], how="semi").drop("_n")
         return finished.drop("_n", "_last_seq")
+
+
+class Units:
+    """Generic stitching by a key until a closing line: exim messages, dovecot login sessions.
+
+    ``aggs`` are polars aggregations over a unit's lines; a unit is emitted when
+    one of its lines is of a ``closing`` kind, when it is older than
+    ``max_age``, or at the end (``final``). Open units' lines are carried.
+    """
+
+    def __init__(self, source: str, key: list[str], kinds: list[str], closing: list[str],
+                 aggs: list[pl.Expr], max_age: timedelta):
+        self.source, self.key, self.kinds, self.closing, self.aggs, self.max_age = source, key, kinds, closing, aggs, max_age
+        self.carry: pl.DataFrame | None = None
+
+    def feed(self, events: pl.DataFrame, final: bool = False) -> pl.DataFrame:
+        rows = events.filter((pl.col("source") == self.source) & _kind_is(*self.kinds) & pl.col(self.key[-1]).is_not_null())
+        # exim's own log files carry no host: the key's host part is then empty
+        rows = rows.with_columns(pl.col("kind").cast(pl.String), pl.col("source").cast(pl.String),
+                                 *(pl.col(k).fill_null("") for k in self.key[:-1]))
+        if self.carry is not None and self.carry.height:
+            rows = pl.concat([self.carry, rows], how="diagonal_relaxed")
+        if rows.height == 0:
+            return pl.DataFrame()
+        units = rows.group_by(self.key, maintain_order=True).agg(
+            *self.aggs, pl.col("ts").min().alias("first_seen"), pl.col("ts").max().alias("last_seen"),
+            pl.col("kind").is_in(self.closing).any().alias("closed"))
+        newest = rows["ts"].max()
+        stale = (pl.col("last_seen") < newest - self.max_age) if newest is not None else pl.lit(False)
+        done = pl.col("closed") | stale | pl.lit(final)
+        self.carry = rows.join(units.filter(~done).select(self.key), on=self.key, how="semi")
+        return units.filter(done)
+
+
+def exim_messages() -> Units:
+    """exim messages by message id: arrival (sender, size, client, TLS), per-recipient outcomes, Completed."""
+    k = pl.col("kind")
+    return Units("exim", ["host", "queue_id"],
+                 ["exim_arrival", "exim_delivery", "exim_deferral", "exim_failure", "exim_completed"],
+                 ["exim_completed"],
+                 [pl.col("sender").filter(k == "exim_arrival").first(), pl.col("size").filter(k == "exim_arrival").first(),
+                  pl.col("client_ip").filter(k == "exim_arrival").first(),
+                  pl.col("tls_cipher").filter(k == "exim_arrival").first(),
+                  (k == "exim_arrival").any().alias("arrived"),
+                  (k == "exim_delivery").sum().cast(pl.Int64).alias("delivered"),
+                  (k == "exim_deferral").sum().cast(pl.Int64).alias("deferrals"),
+                  (k == "exim_failure").sum().cast(pl.Int64).alias("failed")],
+                 timedelta(days=8))
+
+
+def dovecot_sessions() -> Units:
+    """dovecot login sessions by session id: login (user, protocol, TLS, method) -> logout."""
+    k = pl.col("kind")
+    return Units("dovecot", ["host", "session_id"], ["dovecot_login", "dovecot_logout"], ["dovecot_logout"],
+                 [pl.col("user").drop_nulls().first(), pl.col("proto").drop_nulls().first(),
+                  pl.col("client_ip").drop_nulls().first(), pl.col("method").drop_nulls().first(),
+                  pl.col("tls").cast(pl.String).drop_nulls().first(),
+                  (k == "dovecot_login").any().alias("logged_in"),
+                  pl.col("ts").filter(k == "dovecot_login").first().alias("login"),
+                  pl.col("ts").filter(k == "dovecot_logout").last().alias("logout")],
+                 timedelta(days=1))

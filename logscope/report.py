@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import polars as pl
 
 from . import __version__
-from .correlate import PostfixMessages, SmtpdSessions
+from .correlate import PostfixMessages, SmtpdSessions, dovecot_sessions, exim_messages
 from .views import merge, rejects, tls, traffic
 
 _MERGE_EVERY = 8  # partial tables kept per view before they are added up
@@ -47,6 +47,9 @@ class Report:
         self.window = window or Window()
         self.messages = PostfixMessages()
         self.sessions = SmtpdSessions()
+        self.exim = exim_messages()
+        self.imap = dovecot_sessions()
+        self.units = {"exim_messages": [], "dovecot_sessions": []}
         self.partials: dict[str, dict[str, list[pl.DataFrame]]] = {"traffic": {}, "tls": {}, "rejects": {}}
         self.lines = 0
         self.counted = 0
@@ -80,14 +83,38 @@ class Report:
                 self.unparsed[src] = self.unparsed.get(src, 0) + n
         tracked = self.messages.feed(events)
         sessions = self.sessions.feed(events)
+        self._units(events)
         self._keep("traffic", traffic.partial(events, tracked))
         self._keep("tls", tls.partial(events, sessions))
         self._keep("rejects", rejects.partial(events, self.classes))
 
+    def _units(self, events: pl.DataFrame, final: bool = False) -> None:
+        """exim messages and dovecot sessions, reduced at once to additive counts."""
+        ex = self.exim.feed(events, final)
+        if ex.height:
+            self.units["exim_messages"].append(ex.select(
+                pl.len().alias("messages"), pl.col("closed").sum().alias("completed"),
+                (~pl.col("arrived")).sum().alias("started_before_input"),
+                (pl.col("failed") > 0).sum().alias("with_failures"), (pl.col("deferrals") > 0).sum().alias("deferred"),
+                pl.col("tls_cipher").is_not_null().sum().alias("arrived_with_tls")))
+        dv = self.imap.feed(events, final)
+        if dv.height:
+            secs = (pl.col("logout") - pl.col("login")).dt.total_seconds()
+            self.units["dovecot_sessions"].append(dv.select(
+                pl.len().alias("sessions"), pl.col("closed").sum().alias("logged_out"),
+                (~pl.col("logged_in")).sum().alias("started_before_input"),
+                secs.sum().alias("seconds"), secs.is_not_null().sum().alias("timed")))
+
     def build(self, top: int = 10, blocklist: bool = False) -> dict:
         # sessions still open at the end of the input count too (flagged by their missing disconnect)
         self._keep("tls", tls.partial(_empty_like(), self.sessions.feed(_empty_like(), final=True)))
+        self._units(_empty_like(), final=True)
         merged = {view: {name: merge(lst) for name, lst in tables.items()} for view, tables in self.partials.items()}
+        units = {name: (merge(lst).row(0, named=True) if lst else None) for name, lst in self.units.items()}
+        if units["dovecot_sessions"]:
+            d = units["dovecot_sessions"]
+            d["mean_seconds"] = round(d.pop("seconds") / d["timed"], 1) if d["timed"] else None
+            d.pop("timed")
         for view, names in _EXPECTED.items():
             for name in names:
                 merged[view].setdefault(name, pl.DataFrame())
@@ -104,6 +131,7 @@ class Report:
             "traffic": t,
             "tls": tls.finish(merged["tls"], top),
             "rejects": rejects.finish(merged["rejects"], top, blocklist),
+            "correlation": units,
             "unattributed": {
                 "deliveries_without_message_start": t["totals"]["deliveries_without_message_start"],
                 "messages_open_at_end": self.messages.open,

@@ -81,11 +81,11 @@ def partial(events: pl.DataFrame, sessions: pl.DataFrame) -> dict[str, pl.DataFr
             pl.col("tls_protocol")).agg(pl.len().cast(pl.Int64).alias("deliveries"))
     dv = events.filter((pl.col("source") == "dovecot") & _kind("dovecot_login"))
     if dv.height:
-        proto = pl.col("daemon").str.replace("-login$", "")
+        proto = pl.coalesce(pl.col("proto"), pl.col("daemon").str.replace("-login$", ""))
         out["logins"] = dv.group_by("host", proto.alias("protocol"), pl.col("ts").dt.date().alias("day"),
                                     pl.col("tls").cast(pl.String).fill_null("plaintext").str.to_lowercase().alias("tls")).agg(
             pl.len().cast(pl.Int64).alias("logins"))
-        out["plaintext_logins"] = count(dv.filter(pl.col("tls").is_null()).with_columns(proto.alias("protocol")),
+        out["plaintext_logins"] = count(dv.filter(pl.col("tls").cast(pl.String).fill_null("plaintext") == "plaintext").with_columns(proto.alias("protocol")),
                                         ["protocol", "user", "client_ip", "method"])
     ex = events.filter((pl.col("source") == "exim") & _kind("exim_arrival", "exim_delivery"))
     if ex.height:
