@@ -1,0 +1,188 @@
+"""``logscope tail``: follow live logs and the journal, without losing or double-counting a line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import config as cfg
+from ..cli import header_options, parsers_from_args
+from ..errors import UsageError
+from ..sources.files import CHUNK_BYTES
+from ..sources.follow import ROTATE_WAIT, FileInput, Input, StdinInput
+from ..sources.journal import JournalInput, find_journalctl
+from ..state import StateError, StateStore, default_state_dir
+from ..tail import StatsSink, Tail, TailOptions, make_logger
+
+DESCRIPTION = """\
+Follow log files (paths, globs, - for stdin) and/or the systemd journal, parse every new line into
+events and hand them to the sinks. Positions are checkpointed in the state directory after every
+batch, so a restart resumes exactly where the last one stopped, also inside a file rotated while
+logscope was down. A first run without checkpoint starts at the end of existing files (--from-start
+reads them whole); files that appear later are read from their start."""
+
+
+def add_parser(sub, common) -> None:
+    p = sub.add_parser("tail", help="follow live logs and the journal; checkpointed, rotation-safe",
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="*", metavar="FILE",
+                   help="file, glob (quote it: '/var/log/asa/*.log') or - for stdin")
+    j = p.add_argument_group("journal")
+    j.add_argument("--journal", nargs="*", metavar="UNIT",
+                   help="read the systemd journal, optionally only these units (e.g. postfix@-.service); "
+                        "put files before --journal")
+    j.add_argument("--journal-match", action="append", default=[], metavar="FIELD=VALUE",
+                   help="journal match (journalctl syntax), repeatable; implies --journal")
+    j.add_argument("--journal-file", action="append", default=[], metavar="PATH",
+                   help="read this journal file instead of the system journal; repeatable; implies --journal")
+    j.add_argument("--journal-dir", metavar="DIR", help="read the journal files in DIR; implies --journal")
+    s = p.add_argument_group("state and start")
+    s.add_argument("--state-dir", metavar="DIR",
+                   help=f"checkpoint directory (default {default_state_dir()}; /var/lib/logscope for a service)")
+    s.add_argument("--state-name", default="tail", metavar="NAME",
+                   help="state file name in the directory, for several tail processes (default: tail)")
+    start = s.add_mutually_exclusive_group()
+    start.add_argument("--from-start", dest="start", action="store_const", const="start",
+                       help="first run without checkpoint: read existing files and the journal from their start")
+    start.add_argument("--from-end", dest="start", action="store_const", const="end",
+                       help="first run without checkpoint: only lines written from now on (default)")
+    r = p.add_argument_group("running")
+    r.add_argument("--once", action="store_true",
+                   help="process what is there now, checkpoint, exit (cron, tests)")
+    r.add_argument("--poll", type=float, metavar="SECONDS",
+                   help="poll every SECONDS instead of inotify (network file systems)")
+    r.add_argument("--rotate-wait", type=float, default=ROTATE_WAIT, metavar="SECONDS",
+                   help=f"keep reading a rotated-away file this long after its last write (default {ROTATE_WAIT:g})")
+    r.add_argument("--quiet", action="store_true",
+                   help="service mode: no live output; log lines to stderr with journald priorities")
+    r.add_argument("--stats-file", metavar="PATH",
+                   help="write event counts per source and kind as JSON after every checkpoint")
+    r.add_argument("--batch-bytes", type=int, default=CHUNK_BYTES, help=argparse.SUPPRESS)  # tests, tuning
+    m = p.add_argument_group("metrics and live view")
+    m.add_argument("--listen", default=None, metavar="ADDR:PORT",
+                   help="serve Prometheus /metrics here (default :3904)")
+    m.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
+    m.add_argument("--web-config", metavar="FILE",
+                   help="TLS and basic auth for /metrics (Prometheus exporter-toolkit web-config.yml format)")
+    m.add_argument("--live", dest="live", action="store_true", default=None,
+                   help="show the live view (default: when stderr is a terminal and not --quiet)")
+    m.add_argument("--no-live", dest="live", action="store_false")
+    common(p)
+    p.set_defaults(func=run, start=None)
+
+
+def build_inputs(args, log) -> list[Input]:
+    """The inputs named on the command line, in order."""
+    inputs: list[Input] = []
+    if args.inputs.count("-") > 1:
+        raise UsageError("stdin (-) can be given only once")
+    for spec in args.inputs:
+        inputs.append(StdinInput() if spec == "-" else FileInput(spec, log, args.rotate_wait))
+    if wants_journal(args):
+        for m in args.journal_match:
+            if "=" not in m or not m.split("=", 1)[0]:
+                raise UsageError(f"--journal-match {m!r}: use FIELD=VALUE, e.g. _SYSTEMD_UNIT=postfix@-.service")
+        exe = find_journalctl()
+        if exe is None:
+            raise UsageError("--journal needs journalctl (systemd), which is not installed")
+        for f in args.journal_file:
+            if not Path(f).is_file():
+                raise UsageError(f"{f}: no such journal file")
+        if args.journal_dir and not Path(args.journal_dir).is_dir():
+            raise UsageError(f"{args.journal_dir}: no such directory")
+        inputs.append(JournalInput(args.journal or (), args.journal_match, args.journal_file, args.journal_dir,
+                                   follow=not args.once, log=log, journalctl=exe))
+    if not inputs:
+        raise UsageError("nothing to follow: give files, globs, - or --journal")
+    return inputs
+
+
+def wants_journal(args) -> bool:
+    return args.journal is not None or bool(args.journal_match or args.journal_file or args.journal_dir)
+
+
+class MetricsFeed:
+    """Adapter between the tail loop and the metrics sink: events, plus the self-metrics
+    (lines and bytes per input, checkpoint age, lag, rotations, read errors)."""
+
+    def __init__(self, sink):
+        self.sink = sink
+        self.tail = None
+
+    def add_batch(self, events, batch) -> None:
+        self.sink.add(events)
+        self.sink.lines_read(batch.input, len(batch.lines) if batch.lines is not None else events.height, batch.nbytes)
+
+    def on_commit(self) -> None:
+        self.sink.checkpoint_written()
+        if self.tail is not None:
+            self.sink.input_status(self.tail.last_status)
+
+
+def build_sinks(args, classes=None) -> list:
+    """The sinks events go to. The stats sink is always there (its counts are part of the state)."""
+    sinks: list = [StatsSink(args.stats_file)]
+    if not args.no_metrics:
+        from ..sinks.metrics import MetricsSink
+        sinks.append(MetricsFeed(MetricsSink(classes=classes)))
+    live = args.live if args.live is not None else (sys.stderr.isatty() and not args.quiet and not args.once)
+    if live:
+        from ..sinks.live import LiveView
+        sinks.append(LiveView(classes=classes))
+    return sinks
+
+
+def run(args) -> int:
+    conf = cfg.load(args.config)
+    header = header_options(args, conf)
+    parsers = parsers_from_args(args, conf)
+    if args.poll is not None and args.poll <= 0:
+        raise UsageError("--poll needs a positive number of seconds")
+    log = make_logger(args.quiet)
+    inputs = build_inputs(args, log)
+    store = StateStore(Path(args.state_dir) if args.state_dir else default_state_dir(), args.state_name)
+    if args.batch_bytes < 1024:
+        raise UsageError("--batch-bytes must be at least 1024")
+    options = TailOptions(start=args.start or "end", once=args.once, poll=args.poll, batch_bytes=args.batch_bytes)
+
+    def reload_parsers():
+        return parsers_from_args(args, cfg.load(args.config))
+
+    from ..classify import classes_from_args
+    classes = classes_from_args(args, conf)
+    sinks = build_sinks(args, classes)
+    tail = Tail(inputs, parsers, header, sinks, store, options, log, reload_parsers)
+    try:
+        tail.restore()
+    except StateError as exc:
+        for inp in inputs:
+            inp.close()
+        raise UsageError(str(exc)) from None
+    server = None
+    feed = next((s for s in sinks if isinstance(s, MetricsFeed)), None)
+    if feed is not None:
+        from ..sinks.http import DEFAULT_LISTEN, MetricsServer
+        feed.tail = tail
+        try:
+            server = MetricsServer(feed.sink.registry, args.listen or DEFAULT_LISTEN, args.web_config).start()
+        except UsageError:
+            for inp in inputs:
+                inp.close()
+            raise
+        tail.reload_hooks.append(server.reload)
+        if not args.once:
+            log("info", f"metrics on {server.scheme}://{server.address[0]}:{server.address[1]}/metrics")
+    tail.install_signals()
+    if not args.once:
+        log("info", f"following {', '.join(i.spec for i in inputs)}; checkpoints in {store.path}")
+    try:
+        return tail.run()
+    except Exception as exc:  # a sink failed: nothing after the last checkpoint is lost, a restart re-reads it
+        log("error", f"stopped: {exc!r}; the last batch was not committed and is read again on restart")
+        return 1
+    finally:
+        if server is not None:
+            server.stop()
+        if args.once and not args.quiet:
+            print(f"logscope: {tail.lines:,} lines read", file=sys.stderr)

@@ -1,0 +1,157 @@
+"""Benchmark of ``logscope tail`` on a followed file, measured from the outside.
+
+    python -m logscope.sources.bench_follow [-n 1000000] [--runs 3] [--idle 10]
+
+Per run: start ``logscope tail FILE --from-start`` (under ``/usr/bin/time -v``)
+on an empty file, measure its idle CPU, append the generated maillog
+(``logscope generate -n N --seed 42``, cached in the temp dir) as fast as the
+disk takes it, and time until the ``--stats-file`` shows every line
+processed. Then the end-to-end latency of single lines (written -> counted),
+the idle CPU after the load, and the peak RSS when it exits on SIGTERM.
+Prints each run and the medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ..bench import _generated
+
+
+def _child_pid(pid: int) -> int:
+    """The logscope process under /usr/bin/time (or ``pid`` itself)."""
+    for _ in range(100):
+        try:
+            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            return pid
+        if kids:
+            return int(kids[0])
+        time.sleep(0.01)
+    return pid
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _lines(stats: Path) -> int:
+    try:
+        return json.loads(stats.read_text()).get("lines", 0)
+    except (OSError, ValueError):
+        return -1
+
+
+def _wait_lines(stats: Path, n: int, timeout: float) -> float:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if _lines(stats) >= n:
+            return time.monotonic()
+        time.sleep(0.002)
+    raise TimeoutError(f"tail did not reach {n:,} lines in {timeout:.0f} s (has {_lines(stats):,})")
+
+
+def _rss_mb(pid: int) -> float:
+    return int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())[1]) / 1024
+
+
+def _idle_cpu(pid: int, seconds: float) -> float:
+    """Share of one core used while nothing is written."""
+    c0, t0 = _cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return (_cpu_seconds(pid) - c0) / (time.monotonic() - t0)
+
+
+def run_once(source: Path, lines: int, idle: float, batch_bytes: int | None = None, repeat: int = 1) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="logscope-bench-follow-"))
+    try:
+        followed, stats = tmp / "mail.log", tmp / "stats.json"
+        followed.touch()
+        cmd = [sys.executable, "-m", "logscope", "tail", str(followed), "--from-start", "--quiet",
+               "--state-dir", str(tmp / "state"), "--stats-file", str(stats), "--tz", "UTC"]
+        if batch_bytes:
+            cmd += ["--batch-bytes", str(batch_bytes)]
+        timer = os.path.exists("/usr/bin/time")
+        proc = subprocess.Popen((["/usr/bin/time", "-v"] if timer else []) + cmd,
+                                stderr=subprocess.PIPE, text=True)
+        pid = _child_pid(proc.pid) if timer else proc.pid
+        _wait_lines(stats, 0, 60)
+        idle_before = _idle_cpu(pid, idle)
+        cpu0 = _cpu_seconds(pid)
+        t0 = time.monotonic()
+        with open(source, "rb") as src, open(followed, "ab") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        t_written = time.monotonic()
+        t_done = _wait_lines(stats, lines, 600)
+        cpu_load = _cpu_seconds(pid) - cpu0
+        rss_steps = [_rss_mb(pid)]
+        for k in range(2, repeat + 1):  # memory must stay flat however much goes through
+            with open(source, "rb") as src, open(followed, "ab") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            _wait_lines(stats, lines * k, 600)
+            rss_steps.append(_rss_mb(pid))
+        total = lines * repeat
+        latencies = []
+        with open(followed, "a") as out:
+            for i in range(10):
+                time.sleep(0.5)
+                out.write(f"Jan  1 00:00:00 mx1 postfix/smtpd[1]: connect from probe{i}.example[192.0.2.1]\n")
+                out.flush()
+                start = time.monotonic()
+                latencies.append(_wait_lines(stats, total + i + 1, 30) - start)
+        idle_after = _idle_cpu(pid, idle)
+        rss_now = _rss_mb(pid)
+        os.kill(pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", err)
+        peak = int(m[1]) / 1024 if m else float("nan")
+        return {"seconds": t_done - t0, "write_seconds": t_written - t0, "lines_per_s": lines / (t_done - t0),
+                "cpu_seconds": cpu_load, "latency_median": statistics.median(latencies),
+                "latency_max": max(latencies), "idle_cpu_before": idle_before, "idle_cpu_after": idle_after,
+                "rss_mb_after": rss_now, "peak_rss_mb": peak, "exit": proc.returncode, "rss_steps": rss_steps}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", "--lines", type=int, default=1_000_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU measurement (before and after)")
+    ap.add_argument("--batch-bytes", type=int, help="tail's largest batch (default: its own, 16 MB)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="append the file this many times in all (RSS is printed after each): memory must stay flat")
+    args = ap.parse_args(argv)
+    source = _generated(args.lines)
+    results = []
+    for i in range(args.runs):
+        r = run_once(source, args.lines, args.idle, args.batch_bytes, args.repeat)
+        results.append(r)
+        print(f"run {i + 1}: {r['lines_per_s']:,.0f} lines/s ({r['seconds']:.2f} s; appending took {r['write_seconds']:.2f} s), "
+              f"CPU {r['cpu_seconds']:.1f} s, latency median {r['latency_median'] * 1000:.0f} ms "
+              f"(max {r['latency_max'] * 1000:.0f} ms), idle CPU {r['idle_cpu_before']:.2%} before / "
+              f"{r['idle_cpu_after']:.2%} after, RSS {r['rss_mb_after']:.0f} MB after, peak {r['peak_rss_mb']:.0f} MB, "
+              f"exit {r['exit']}", flush=True)
+        if args.repeat > 1:
+            print(f"  RSS after each {args.lines:,} lines: " + ", ".join(f"{m:.0f}" for m in r["rss_steps"]) + " MB")
+    med = {k: statistics.median(r[k] for r in results) for k in results[0] if k != "rss_steps"}
+    print(f"median of {args.runs}: {med['lines_per_s']:,.0f} lines/s, {med['seconds']:.2f} s for the first {args.lines:,} lines, "
+          f"latency {med['latency_median'] * 1000:.0f} ms, idle CPU {med['idle_cpu_after']:.2%} of a core, "
+          f"peak RSS {med['peak_rss_mb']:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
