@@ -125,6 +125,59 @@ def run_once(source: Path, lines: int, idle: float, batch_bytes: int | None = No
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def run_exporter_once(source: Path, exporter: str) -> dict:
+    """Debian's prometheus-postfix-exporter on the same appended file: seconds until its
+    ``postfix_qmgr_messages_removed_total`` shows every ``removed`` line (the last kind of line
+    each message writes, so all lines before it were read), and its peak RSS."""
+    import socket
+    import urllib.request
+    expected = 0
+    with open(source, "rb") as fh:
+        for line in fh:
+            if b"/qmgr[" in line and line.rstrip().endswith(b": removed"):
+                expected += 1
+    tmp = Path(tempfile.mkdtemp(prefix="logscope-bench-exporter-"))
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    followed = tmp / "mail.log"
+    followed.touch()
+    # its stderr (a line per unsupported entry) goes to a file: an undrained pipe would stall it
+    timing = tmp / "time.txt"
+    proc = subprocess.Popen(["/usr/bin/time", "-v", "-o", str(timing), exporter, f"--postfix.logfile_path={followed}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                            stderr=open(tmp / "exporter.err", "w"))
+
+    def removed() -> float:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                for ln in resp.read().decode().splitlines():
+                    if ln.startswith("postfix_qmgr_messages_removed_total "):
+                        return float(ln.split()[1])
+        except OSError:
+            return -1.0
+        return 0.0
+    try:
+        deadline = time.monotonic() + 30
+        while removed() < 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # it opens the file and seeks to its end on start
+        t0 = time.monotonic()
+        with open(source, "rb") as src, open(followed, "ab") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        while removed() < expected and time.monotonic() - t0 < 900:
+            time.sleep(0.1)
+        seconds = time.monotonic() - t0
+        got = removed()
+    finally:
+        os.kill(_child_pid(proc.pid), signal.SIGTERM)  # the exporter; /usr/bin/time then reports and exits
+        proc.wait(timeout=60)
+        err = timing.read_text() if timing.exists() else ""
+        shutil.rmtree(tmp, ignore_errors=True)
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", err)
+    return {"seconds": seconds, "complete": got >= expected, "peak_rss_mb": int(m[1]) / 1024 if m else float("nan")}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", "--lines", type=int, default=1_000_000)
@@ -133,9 +186,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-bytes", type=int, help="tail's largest batch (default: its own, 16 MB)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="append the file this many times in all (RSS is printed after each): memory must stay flat")
+    ap.add_argument("--no-exporter", action="store_true",
+                    help="skip the side-by-side run of prometheus-postfix-exporter (Debian package)")
     args = ap.parse_args(argv)
     source = _generated(args.lines)
-    results = []
+    results, exporter_results = [], []
+    exporter = None if args.no_exporter else shutil.which("prometheus-postfix-exporter")
     for i in range(args.runs):
         r = run_once(source, args.lines, args.idle, args.batch_bytes, args.repeat)
         results.append(r)
@@ -146,10 +202,19 @@ def main(argv: list[str] | None = None) -> int:
               f"exit {r['exit']}", flush=True)
         if args.repeat > 1:
             print(f"  RSS after each {args.lines:,} lines: " + ", ".join(f"{m:.0f}" for m in r["rss_steps"]) + " MB")
+        if exporter:
+            e = run_exporter_once(source, exporter)
+            exporter_results.append(e)
+            print(f"  prometheus-postfix-exporter: {args.lines / e['seconds']:,.0f} lines/s ({e['seconds']:.2f} s, "
+                  f"{'complete' if e['complete'] else 'INCOMPLETE'}), peak RSS {e['peak_rss_mb']:.0f} MB", flush=True)
     med = {k: statistics.median(r[k] for r in results) for k in results[0] if k != "rss_steps"}
     print(f"median of {args.runs}: {med['lines_per_s']:,.0f} lines/s, {med['seconds']:.2f} s for the first {args.lines:,} lines, "
           f"latency {med['latency_median'] * 1000:.0f} ms, idle CPU {med['idle_cpu_after']:.2%} of a core, "
           f"peak RSS {med['peak_rss_mb']:.0f} MB")
+    if exporter_results:
+        e = statistics.median(r["seconds"] for r in exporter_results)
+        print(f"prometheus-postfix-exporter median: {args.lines / e:,.0f} lines/s ({e:.2f} s); "
+              f"logscope is {e / med['seconds']:.2f}x its speed")
     return 0
 
 
