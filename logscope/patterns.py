@@ -96,7 +96,17 @@ def _grammar() -> pp.ParserElement:
     return pp.ZeroOrMore(optional | inline | ref | literal(r"(?:[^%]|%(?!\{))+")) + pp.StringEnd()
 
 
-_GRAMMAR = _grammar()
+def _build() -> pp.ParserElement:
+    # Whitespace is significant in patterns; pyparsing's setting is process-wide, so
+    # restore it for every other grammar (the alert rule language) once ours is built.
+    saved = "".join(sorted(pp.ParserElement.DEFAULT_WHITE_CHARS))
+    try:
+        return _grammar()
+    finally:
+        pp.ParserElement.set_default_whitespace_chars(saved)
+
+
+_GRAMMAR = _build()
 
 
 def _literal_regex(text: str) -> str:

@@ -345,6 +345,10 @@ class Tail:
             if pause > 0 and not self._stopping:
                 self._stop_event.wait(pause)
             self.wakeup.clear()
+            for sink in self.sinks:  # time-driven work (alerts resolve, inputs go silent) needs no lines
+                tick = getattr(sink, "tick", None)
+                if tick is not None:
+                    tick()
         return 0
 
     def _header_for(self, batch: Batch) -> HeaderOptions:

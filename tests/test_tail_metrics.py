@@ -80,3 +80,46 @@ def test_live_view_counts_and_neutralises_text(parser_set):
     screen = out.getvalue()
     assert screen.startswith("\x1b[H\x1b[J") and "SMTP" in screen and "rejects" in screen
     assert "\x1b[2J" not in screen and "\x07" not in screen  # only our own cursor codes reach the terminal
+
+
+def test_tail_fires_alerts_to_a_webhook(tmp_path):
+    """The alert engine runs inside tail: a rule over the sample fires and reaches a real HTTP receiver."""
+    import http.server
+    import threading
+
+    from .test_alerts import Hook
+
+    class H(Hook):
+        received = []
+    port = free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    rules = tmp_path / "rules.toml"
+    rules.write_text(f'''
+[[rule]]
+name = "many_rejects"
+where = 'kind == "reject"'
+window = "100000d"
+condition = "count() > 3"
+severity = "warning"
+summary = "{{{{ value }}}} rejects"
+
+[[notifier]]
+type = "webhook"
+url = "http://127.0.0.1:{port}/hook"
+''')
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    try:
+        proc = subprocess.run([sys.executable, "-m", "logscope", "tail", str(SAMPLES / "maillog"), "--from-start", "--once",
+                               "--tz", "UTC", "--no-metrics", "--state-dir", str(tmp_path / "state"), "--alerts", str(rules)],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        wait_for(lambda: H.received, 15, "the webhook")
+        body = H.received[0][1]
+        assert body["alerts"][0]["labels"]["alertname"] == "many_rejects" and body["status"] == "firing"
+        bad = subprocess.run([sys.executable, "-m", "logscope", "tail", str(SAMPLES / "maillog"), "--once", "--no-metrics",
+                              "--state-dir", str(tmp_path / "state2"), "--alerts", str(tmp_path / "nope.toml")],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and "nope.toml" in bad.stderr and "Traceback" not in bad.stderr
+    finally:
+        server.shutdown()

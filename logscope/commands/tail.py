@@ -68,6 +68,10 @@ def add_parser(sub, common) -> None:
     m.add_argument("--live", dest="live", action="store_true", default=None,
                    help="show the live view (default: when stderr is a terminal and not --quiet)")
     m.add_argument("--no-live", dest="live", action="store_false")
+    a = p.add_argument_group("alerts")
+    a.add_argument("--alerts", metavar="RULES", default=None,
+                   help="alert rules file (TOML; default: the bundled default rules, see `logscope alerts show-default`)")
+    a.add_argument("--no-alerts", action="store_true", help="do not evaluate alert rules")
     common(p)
     p.set_defaults(func=run, start=None)
 
@@ -133,6 +137,32 @@ def build_sinks(args, classes=None) -> list:
     return sinks
 
 
+def build_alerts(args, inputs, sinks, classes, log):
+    """The alert engine as a sink: rules from --alerts (or the defaults), metrics in the same
+    registry, state changes shown in the live view."""
+    from ..alerts import default_rules_path, engine_from_file
+    engine = engine_from_file(args.alerts or str(default_rules_path()), log=log, classes=classes)
+    engine.watch_inputs([inp.spec for inp in inputs])
+    if args.once:  # one pass (cron): evaluate after every batch, not every eval_interval
+        engine.defaults.eval_interval = 0
+    feed = next((s for s in sinks if isinstance(s, MetricsFeed)), None)
+    if feed is not None:
+        engine.register(feed.sink.registry)
+    live = next((s for s in sinks if type(s).__name__ == "LiveView"), None)
+    if live is not None:
+        tick = engine.tick
+
+        def tick_and_show(now=None):
+            changes = tick(now)
+            for t in changes:
+                labels = t.alert.payload()["labels"]
+                summary = t.alert.payload()["annotations"].get("summary") or labels.get("alertname", "")
+                live.alert(f"{t.status}: {summary}")
+            return changes
+        engine.tick = tick_and_show
+    return engine
+
+
 def run(args) -> int:
     conf = cfg.load(args.config)
     header = header_options(args, conf)
@@ -152,6 +182,8 @@ def run(args) -> int:
     from ..classify import classes_from_args
     classes = classes_from_args(args, conf)
     sinks = build_sinks(args, classes)
+    if not args.no_alerts:
+        sinks.append(build_alerts(args, inputs, sinks, classes, log))
     tail = Tail(inputs, parsers, header, sinks, store, options, log, reload_parsers)
     try:
         tail.restore()
