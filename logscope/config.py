@@ -8,6 +8,8 @@ else ``/etc/logscope/config.toml``; none is needed. Keys::
     parsers_dirs = ["/etc/logscope/parsers"]   # extra parser files
     syslog_names = ["postfix-out"]    # more postfix syslog_name values
     program = "postfix/smtpd"         # program of lines without syslog header
+    tls_exclude_ciphers = ["RC4", "3DES"]   # report: TLS readiness, what excluding these ciphers breaks
+    blocklist_rules = ["id=8", "MY_BL"]     # report: your own rule texts/symbols; those that never fire are listed
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class Config:
     parsers_dirs: list[str] = field(default_factory=list)
     syslog_names: list[str] = field(default_factory=list)
     program: str | None = None
+    tls_exclude_ciphers: list[str] = field(default_factory=list)  # report: TLS readiness cipher tokens
+    blocklist_rules: list[str] = field(default_factory=list)  # report: your own rules, to find stale ones
 
 
 def default_path() -> Path | None:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from .views.insights import report_sections
+
 _CTRL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_CELL = 80
 
@@ -104,6 +106,8 @@ def sections(doc: dict, problems_first: bool = False) -> list[tuple[str, list[di
         ("Bounces by reason", t["bounce_reasons"], [("relay_host", "relay"), ("reason", "reason"), ("count", "count")]),
         ("Warnings, errors, fatal, panic", t["problems"], [("level", "level"), ("daemon", "daemon"), ("text", "text"), ("count", "count")]),
     ]
+    ins_main, ins_problems = report_sections(doc.get("insights"))
+    main, problems = main + ins_main, problems + ins_problems
     health = [("Parser health", [dict(source=k, **v) for k, v in doc["input"]["sources"].items()],
                [("source", "source"), ("events", "events"), ("unparsed", "unparsed"), ("unparsed_pct", "%")]),
               ("Not attributed", [{"what": k.replace("_", " "), "value": v} for k, v in doc["unattributed"].items()],

@@ -13,7 +13,7 @@ import polars as pl
 
 from . import __version__
 from .correlate import PostfixMessages, SmtpdSessions, dovecot_sessions, exim_messages
-from .views import merge, rejects, tls, traffic
+from .views import insights, merge, rejects, tls, traffic
 
 _MERGE_EVERY = 8  # partial tables kept per view before they are added up
 
@@ -42,15 +42,16 @@ class Window:
 class Report:
     """Running state of one report: correlation, partial tables, line counts."""
 
-    def __init__(self, classes, window: Window | None = None):
+    def __init__(self, classes, window: Window | None = None, insight_options: insights.Options | None = None):
         self.classes = classes
         self.window = window or Window()
+        self.insight_options = insight_options or insights.Options()
         self.messages = PostfixMessages()
         self.sessions = SmtpdSessions()
         self.exim = exim_messages()
         self.imap = dovecot_sessions()
         self.units = {"exim_messages": [], "dovecot_sessions": []}
-        self.partials: dict[str, dict[str, list[pl.DataFrame]]] = {"traffic": {}, "tls": {}, "rejects": {}}
+        self.partials: dict[str, dict[str, list[pl.DataFrame]]] = {"traffic": {}, "tls": {}, "rejects": {}, "insights": {}}
         self.lines = 0
         self.counted = 0
         self.unparsed: dict[str, int] = {}
@@ -87,6 +88,7 @@ class Report:
         self._keep("traffic", traffic.partial(events, tracked))
         self._keep("tls", tls.partial(events, sessions))
         self._keep("rejects", rejects.partial(events, self.classes))
+        self._keep("insights", insights.partial(events, sessions, self.insight_options))
 
     def _units(self, events: pl.DataFrame, final: bool = False) -> None:
         """exim messages and dovecot sessions, reduced at once to additive counts."""
@@ -107,7 +109,9 @@ class Report:
 
     def build(self, top: int = 10, blocklist: bool = False) -> dict:
         # sessions still open at the end of the input count too (flagged by their missing disconnect)
-        self._keep("tls", tls.partial(_empty_like(), self.sessions.feed(_empty_like(), final=True)))
+        open_sessions = self.sessions.feed(_empty_like(), final=True)
+        self._keep("tls", tls.partial(_empty_like(), open_sessions))
+        self._keep("insights", insights.partial(_empty_like(), open_sessions, self.insight_options))
         self._units(_empty_like(), final=True)
         merged = {view: {name: merge(lst) for name, lst in tables.items()} for view, tables in self.partials.items()}
         units = {name: (merge(lst).row(0, named=True) if lst else None) for name, lst in self.units.items()}
@@ -131,6 +135,7 @@ class Report:
             "traffic": t,
             "tls": tls.finish(merged["tls"], top),
             "rejects": rejects.finish(merged["rejects"], top, blocklist),
+            "insights": insights.finish(merged["insights"], top, self.insight_options),
             "correlation": units,
             "unattributed": {
                 "deliveries_without_message_start": t["totals"]["deliveries_without_message_start"],
@@ -143,7 +148,7 @@ class Report:
 _EXPECTED = {
     "traffic": ["totals", "per_day", "per_hour", "deferred_ids", "senders", "recipients", "delays",
                 "deferral_reasons", "bounce_reasons", "problems", "exim"],
-    "tls": [], "rejects": [],
+    "tls": [], "rejects": [], "insights": [],
 }
 
 

@@ -64,11 +64,13 @@ def partial(events: pl.DataFrame, classes) -> dict[str, pl.DataFrame]:
         out["auth_users"] = count(auth.filter(pl.col("target_user").is_not_null()), ["target_user", "service"])
     asa = events.filter(pl.col("source") == "cisco_asa")
     if asa.height:
-        port = pl.col("dst_port").cast(pl.Int64, strict=False)
+        # ids and ports are keys, not amounts: strings, so merge() never adds them up
+        port = pl.col("dst_port").cast(pl.Int64, strict=False).cast(pl.String)
         out["fw_denies"] = count(asa.filter(_kind("asa_deny")).with_columns(port.alias("port"), network(pl.col("src_ip")).alias("src_net")),
                                  ["port", "src_net"])
-        out["fw_mail_conns"] = count(asa.filter(_kind("asa_conn_built") & port.is_in(list(MAIL_PORTS))).with_columns(port.alias("port")), ["port"])
-        out["fw_failover"] = count(asa.filter(_kind("asa_failover")).with_columns(pl.col("message").str.slice(0, 160).alias("text")),
+        out["fw_mail_conns"] = count(asa.filter(_kind("asa_conn_built") & port.is_in([str(p) for p in MAIL_PORTS])).with_columns(port.alias("port")), ["port"])
+        out["fw_failover"] = count(asa.filter(_kind("asa_failover")).with_columns(
+            pl.col("asa_id").cast(pl.String), pl.col("message").str.slice(0, 160).alias("text")),
                                    ["asa_id", "text"])
     return out
 
