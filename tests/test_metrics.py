@@ -483,3 +483,20 @@ def test_pipe_relay_label_is_capped(parser_set):
     sink.add(parse_lines(lines, parser_set, SAMPLE_OPTIONS))
     relays = by_label(samples(sink.exposition()), "postfix_pipe_delivery_delay_seconds_count", "relay")
     assert len(relays) == 17 and relays["other"] == 24
+
+
+def test_insight_families_match_the_events(parser_set):
+    """TLS versions by direction, logins by mechanism and TLS, IP families: counted independently from the frame."""
+    lines = (SAMPLES / "maillog").read_text().splitlines()
+    ev = parse_lines(lines, parser_set, SAMPLE_OPTIONS)
+    sink = MetricsSink()
+    sink.add(ev)
+    got = samples(sink.exposition())
+    k = pl.col("kind").cast(pl.String)
+    tin = ev.filter(k == "tls_in").group_by("tls_protocol").len()
+    for proto, n in tin.iter_rows():
+        assert value(got, "logscope_tls_connections_total", direction="in", protocol=proto) == n
+    logins = ev.filter(k == "dovecot_login")
+    assert sum(v for key, v in got.items() if key[0] == "logscope_logins_total") == logins.height
+    v6_in = ev.filter((k == "smtpd_connect") & (pl.col("daemon") == "smtpd") & pl.col("client_ip").str.contains(":")).height
+    assert value(got, "logscope_ip_family_total", what="smtp_in", family="ipv6") == v6_in > 0

@@ -111,6 +111,8 @@ SMTPD_SERVICES = {"smtp": "smtp", "25": "smtp", "submission": "submission", "587
 # Services whose sessions are TLS from the first byte (wrapper mode).
 WRAPPER_TLS_SERVICES = ("smtps", "submissions")
 DOVECOT_PROTOCOLS = ("imap", "pop3", "managesieve", "submission", "lmtp")
+LOGIN_MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256", "XOAUTH2",
+                    "OAUTHBEARER", "EXTERNAL", "GSSAPI", "NTLM", "OTP", "ANONYMOUS")
 DOVECOT_TLS = {"TLS": "tls", "secured": "secured", "plaintext": "plaintext", "TLS handshaking": "handshaking"}
 RSPAMD_ACTIONS = {"no action": "no_action", "greylist": "greylist", "add header": "add_header",
                   "rewrite subject": "rewrite_subject", "soft reject": "soft_reject", "reject": "reject",
@@ -525,6 +527,22 @@ class MetricsSink:
           tls=pl.when(pl.col("tls_cipher").is_not_null() | pl.col("tls_protocol").is_not_null())
           .then(pl.lit("yes")).otherwise(pl.lit("unknown")))
 
+        # operator insights (issue 9): numbers worth graphing, closed label sets only
+        tls_line = _kind("tls_in", "tls_out") & (src == "postfix")
+        c("logscope_tls_connections_total", "Postfix TLS connections by direction (in: smtpd, out: smtp/lmtp) "
+          "and protocol version: the input of a 'require TLS 1.2' decision.", tls_line,
+          direction=pl.when(_kind("tls_in")).then(pl.lit("in")).otherwise(pl.lit("out")),
+          protocol=one_of(pl.col("tls_protocol"), TLS_PROTOCOLS, null="unknown"))
+        c("logscope_logins_total", "Successful dovecot logins by protocol, authentication mechanism and "
+          "TLS state (cleartext mechanisms without TLS are the ones to retire).",
+          (src == "dovecot") & _kind("dovecot_login"),
+          protocol=one_of(pl.col("proto"), DOVECOT_PROTOCOLS),
+          mechanism=one_of(pl.col("method").str.to_uppercase(), LOGIN_MECHANISMS, null="unknown"),
+          tls=mapped(pl.col("tls"), DOVECOT_TLS))
+        family = pl.when(pl.col("_peer_ip").str.contains(":")).then(pl.lit("ipv6")).otherwise(pl.lit("ipv4"))
+        self._counter("logscope_ip_family_total", "Inbound SMTP connections, outbound deliveries and IMAP/POP3 "
+                      "logins by IP family.", pl.col("_peer_ip").is_not_null() & pl.col("_what").is_not_null(),
+                      what=pl.col("_what"), family=family)
         c("logscope_postfix_deliveries_total", "Postfix delivery status lines, by transport and status.",
           (src == "postfix") & _kind("delivery"),
           transport=one_of(pl.col("transport"), POSTFIX_TRANSPORTS, null="none"),
@@ -575,6 +593,12 @@ class MetricsSink:
             events = events.with_columns(pl.lit(None, dtype=SCHEMA[c]).alias(c) for c in missing)
         if self._classifier is not None:
             events = self._classifier.classify(events)
+        kind = pl.col("kind").cast(pl.String)
+        events = events.with_columns(
+            pl.when((kind == "smtpd_connect") & (pl.col("daemon") == "smtpd")).then(pl.lit("smtp_in"))
+            .when((kind == "delivery") & (pl.col("transport") == "smtp")).then(pl.lit("smtp_out"))
+            .when(kind == "dovecot_login").then(pl.lit("login")).alias("_what"),
+            pl.coalesce(pl.col("client_ip"), pl.col("relay_ip")).alias("_peer_ip"))
         lf = events.lazy()
         queries = [_aggregate(spec.family, spec.query(lf)) for spec in self._specs]
         results = pl.collect_all(queries)
