@@ -63,6 +63,7 @@ def sections(doc: dict, problems_first: bool = False) -> list[tuple[str, list[di
           ("sasl_without_tls", "SASL w/o TLS")]),
         ("Inbound TLS protocols", s.get("inbound_protocols", []), [("tls_protocol", "protocol"), ("count", "count")]),
         ("Inbound TLS ciphers", s.get("inbound_ciphers", []), [("tls_cipher", "cipher"), ("count", "count")]),
+        ("Inbound TLS key exchange", s.get("inbound_key_exchange", []), [("tls_kex", "key exchange"), ("count", "count")]),
         ("Outbound deliveries by TLS trust", s.get("outbound_by_trust", []),
          [("trust", "trust"), ("deliveries", "deliveries"), ("pct", "%")]),
         ("IMAP/POP3 logins by TLS", s.get("logins", []), [("protocol", "protocol"), ("tls", "TLS"), ("logins", "logins")]),

@@ -193,6 +193,7 @@ COLUMNS: dict[str, pl.DataType] = {
     "tls_protocol": pl.String,
     "tls_cipher": pl.String,
     "tls_bits": pl.Int32,
+    "tls_kex": pl.String,  # key exchange where logged (postfix >= 3.4: "key-exchange X25519")
     "tls": pl.Enum(LOGIN_TLS),  # dovecot login TLS state
     # authentication
     "sasl_method": pl.String,

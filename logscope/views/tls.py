@@ -72,7 +72,8 @@ def partial(events: pl.DataFrame, sessions: pl.DataFrame) -> dict[str, pl.DataFr
             s.filter(pl.col("sasl_without_tls")).rename({"first_seen": "ts"}).drop("last_seen"),
             ["service", "client_ip", "sasl_username"])
     tin = events.filter((pl.col("source") == "postfix") & _kind("tls_in"))
-    out["inbound_mix"] = tin.group_by(pl.col("service").fill_null("smtp"), "tls_protocol", "tls_cipher", pl.col("tls_trust").cast(pl.String)).agg(
+    out["inbound_mix"] = tin.group_by(pl.col("service").fill_null("smtp"), "tls_protocol", "tls_cipher",
+                                      pl.col("tls_trust").cast(pl.String), pl.col("tls_kex").fill_null("(not logged)")).agg(
         pl.len().cast(pl.Int64).alias("count"))
     ob = outbound(events)
     if ob.height:
@@ -115,6 +116,7 @@ def finish(m: dict[str, pl.DataFrame], top: int) -> dict:
         res["inbound_protocols"] = mix.group_by("tls_protocol").agg(pl.col("count").sum()).sort("count", descending=True).to_dicts()
         res["inbound_ciphers"] = mix.group_by("tls_cipher").agg(pl.col("count").sum()).sort("count", descending=True).head(top).to_dicts()
         res["inbound_trust"] = mix.group_by("tls_trust").agg(pl.col("count").sum()).sort("count", descending=True).to_dicts()
+        res["inbound_key_exchange"] = mix.group_by("tls_kex").agg(pl.col("count").sum()).sort("count", descending=True).to_dicts()
     ob = m.get("outbound", pl.DataFrame())
     if ob.height:
         total = int(ob["deliveries"].sum())
