@@ -83,10 +83,8 @@ def _rules():
         from .alerts import rules as alert_rules  # type: ignore[attr-defined]
     except ImportError:
         raise SystemExit("logscope.fuzz: the rules target needs logscope.alerts") from None
-    parse = getattr(alert_rules, "parse_rules_text", None) or getattr(alert_rules, "loads", None)
-    if parse is None:
-        raise SystemExit("logscope.fuzz: logscope.alerts.rules has no parse_rules_text()")
-    error = getattr(alert_rules, "RuleError", ValueError)
+    parse = alert_rules.loads
+    error = getattr(alert_rules, "RulesError", ValueError)
 
     def one(data: bytes) -> None:
         try:

@@ -20,7 +20,7 @@ from logscope.parsers import load
 
 from .conftest import REPO
 
-SECONDS = {"engine": 20, "dmarc": 15, "report": 20}
+SECONDS = {"engine": 20, "dmarc": 15, "report": 20, "rules": 15}
 
 
 @pytest.mark.skipif(importlib.util.find_spec("atheris") is None, reason="atheris not installed (pip install atheris)")
