@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 import time
@@ -26,8 +27,57 @@ def add_parser(sub, common) -> None:
     p.add_argument("--blocklist", action="store_true", help="print postfix/exim blocklist lines for the top spammer domains")
     p.add_argument("--problems-first", action="store_true", help="deferrals, bounces, warnings and findings first")
     p.add_argument("-o", "--output", help="write the report to this file instead of stdout")
+    _add_email_arguments(p)
     common(p)
     p.set_defaults(func=run)
+
+
+def _add_email_arguments(p) -> None:
+    """``--email`` and friends: send the report as a multipart e-mail (logscope.mail)."""
+    from ..mail import DEFAULT_SUBJECT, PASSWORD_ENV, SECURITY
+    g = p.add_argument_group("e-mail", "send the report as an e-mail (text + HTML, JSON attached) instead of printing it")
+    g.add_argument("--email", metavar="TO[,TO...]", help="recipients of the report e-mail")
+    g.add_argument("--smtp", metavar="HOST[:PORT]", default="localhost",
+                   help="SMTP server (default localhost, port 25; 465 with --smtp-security tls)")
+    g.add_argument("--smtp-security", choices=SECURITY, default="starttls",
+                   help="starttls (default; refuses servers without it), tls (implicit, port 465) or none")
+    g.add_argument("--smtp-user", help="authenticate as this user")
+    g.add_argument("--smtp-password-file", metavar="FILE",
+                   help=f"file whose first line is the SMTP password (else ${PASSWORD_ENV}; never on the command line)")
+    # declared so that it cannot be an abbreviation of --smtp-password-file; refused in _email()
+    g.add_argument("--smtp-password", help=argparse.SUPPRESS)
+    g.add_argument("--smtp-ca-file", metavar="FILE", help="CA certificates to verify the SMTP server with (default: system)")
+    g.add_argument("--from", dest="mail_from", metavar="ADDRESS", help="sender address (default logscope@FQDN)")
+    g.add_argument("--subject", default=DEFAULT_SUBJECT,
+                   help="subject template; fields {period} {host} {received} {rejected} (default %(default)r)")
+    g.add_argument("--template-dir", metavar="DIR", help="directory with email.html.j2/email.txt.j2 overriding the built-in ones")
+    g.add_argument("--dry-run", metavar="FILE.eml",
+                   help="write the message to this .eml file instead of sending it")
+    g.add_argument("--send-empty", action="store_true", help="send even when no event fell into the period")
+
+
+def _email(args, doc: dict) -> int:
+    """Mail ``doc`` (or write the .eml with --dry-run); 0, or a UsageError when the server refuses."""
+    from .. import mail
+    if args.smtp_password is not None:
+        raise UsageError("--smtp-password: a password on the command line is visible to every local user; "
+                         f"use --smtp-password-file or ${mail.PASSWORD_ENV}")
+    recipients = mail.parse_recipients(args.email)
+    if mail.is_empty(doc) and not args.send_empty:
+        print("logscope: no events in the period, no mail sent (--send-empty sends it anyway)", file=sys.stderr)
+        return 0
+    sender = args.mail_from or mail.default_sender()
+    mail.parse_recipients(sender)
+    msg = mail.build_message(doc, sender, recipients, mail.subject(doc, args.subject), args.template_dir)
+    if args.dry_run:
+        mail.write_eml(msg, args.dry_run)
+        print(f"logscope: message written to {args.dry_run}", file=sys.stderr)
+        return 0
+    host, port = mail.parse_smtp(args.smtp, args.smtp_security)
+    password = mail.read_password(args.smtp_password_file) if args.smtp_user else None
+    mail.send(msg, host, port, args.smtp_security, args.smtp_user, password, args.smtp_ca_file)
+    print(f"logscope: report mailed to {', '.join(recipients)} via {host}:{port}", file=sys.stderr)
+    return 0
 
 
 def parse_time(text: str, tz: str) -> datetime:
@@ -64,6 +114,8 @@ def run(args) -> int:
         raise UsageError("--last cannot be combined with --since/--until")
     if args.top < 1:
         raise UsageError("--top must be at least 1")
+    if args.dry_run and not args.email:
+        raise UsageError("--dry-run writes the e-mail: give --email TO as well")
     window = Window(host=args.host)
     if args.since:
         window.since = parse_time(args.since, header.tz)
@@ -73,7 +125,10 @@ def run(args) -> int:
         window.since = datetime.now(timezone.utc) - parse_span(args.last)
     from pathlib import Path
     classes = load_classes([Path(d) for d in conf.parsers_dirs + args.parsers_dir])
-    report = Report(classes, window)
+    from ..views.insights import DEFAULT_EXCLUDED_CIPHERS, Options
+    opts = Options(exclude_ciphers=tuple(conf.tls_exclude_ciphers) or DEFAULT_EXCLUDED_CIPHERS,
+                   rules=tuple(conf.blocklist_rules))
+    report = Report(classes, window, insight_options=opts)
     errors = []
 
     def on_error(msg: str) -> None:
@@ -89,7 +144,10 @@ def run(args) -> int:
                   end="", file=sys.stderr)
     if progress:
         print(file=sys.stderr)
-    doc = report.build(top=args.top, blocklist=args.blocklist)
+    doc = report.build(top=args.top, blocklist=args.blocklist or bool(args.email))
+    if args.email:
+        status = _email(args, doc)
+        return 2 if errors else status
     render = {"text": text, "markdown": markdown, "html": html}.get(args.format)
     out = as_json(doc) if render is None else render(doc, problems_first=args.problems_first)
     if args.output:
