@@ -139,3 +139,12 @@ def test_generate_is_seeded(tmp_path):
     assert run("generate", "-n", "2000", "--seed", "7", "-o", str(a)).returncode == 0
     assert run("generate", "-n", "2000", "--seed", "7", "-o", str(b)).returncode == 0
     assert a.read_bytes() == b.read_bytes() and len(a.read_text().splitlines()) == 2000
+
+
+def test_corrupt_gzip_is_one_error_line_and_the_rest_is_parsed(tmp_path):
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00" + b"junk" * 10)
+    proc = run("parse", str(bad), str(SAMPLES / "maillog"), "--format", "json")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if "bad.gz" in ln]
+    assert '"lines": 5000' in proc.stdout

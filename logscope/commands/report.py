@@ -17,7 +17,9 @@ def add_parser(sub, common) -> None:
                        description="Summarise log files (plain, .gz, .bz2, .xz, - for stdin; rotated sets in order): "
                                    "pflogsumm-style traffic totals plus TLS vs plaintext, reject reasons, top spammer "
                                    "domains, authentication failures and firewall events.")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="*", metavar="FILE")
+    p.add_argument("--from-archive", nargs="?", const="", metavar="DIR",
+                   help="read events from the archive (`logscope ingest`, default <state dir>/archive) instead of FILEs")
     p.add_argument("--since", help="only events at or after this time (ISO 8601, e.g. 2025-03-01 or 2025-03-01T12:00)")
     p.add_argument("--until", help="only events before this time (ISO 8601)")
     p.add_argument("--last", help="only the last period before now, e.g. 24h, 7d, 2w")
@@ -100,6 +102,15 @@ def parse_span(text: str) -> timedelta:
     return {"m": timedelta(minutes=n), "h": timedelta(hours=n), "d": timedelta(days=n), "w": timedelta(weeks=n)}[unit]
 
 
+def _archive_events(directory: str, window):
+    """The archived events of the window's period and host, one day at a time."""
+    from ..archive import ArchiveError, iter_days
+    try:
+        yield from iter_days(directory or None, window.since, window.until, window.host)
+    except ArchiveError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def run(args) -> int:
     from ..classify import load_classes
     from ..cli import header_options, parsers_from_args
@@ -110,6 +121,10 @@ def run(args) -> int:
     conf = cfg.load(args.config)
     header = header_options(args, conf)
     parsers = parsers_from_args(args, conf)
+    if args.from_archive is None and not args.files:
+        raise UsageError("report: give FILE arguments, or --from-archive")
+    if args.from_archive is not None and args.files:
+        raise UsageError("report: --from-archive reads the archive; do not give FILE arguments as well")
     if args.last and (args.since or args.until):
         raise UsageError("--last cannot be combined with --since/--until")
     if args.top < 1:
@@ -137,7 +152,11 @@ def run(args) -> int:
 
     progress = sys.stderr.isatty()
     started = time.monotonic()
-    for events in iter_events(args.files, parsers, ReadOptions(header, keep_file=False), on_error):
+    if args.from_archive is not None:
+        events_in = _archive_events(args.from_archive, window)
+    else:
+        events_in = iter_events(args.files, parsers, ReadOptions(header, keep_file=False), on_error)
+    for events in events_in:
         report.add(events)
         if progress:
             print(f"\r{report.lines:,} lines, {report.lines / max(time.monotonic() - started, 1e-9):,.0f}/s",

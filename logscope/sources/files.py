@@ -15,6 +15,7 @@ import lzma
 import os
 import re
 import sys
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import BinaryIO, Iterator
@@ -131,7 +132,7 @@ def read_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, start_offset: int = 0
         while True:
             try:
                 block = f.read(chunk_bytes)
-            except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+            except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError) as exc:
                 raise SourceError(f"{path}: read error after {offset} bytes: {exc}") from None
             if not block:
                 break

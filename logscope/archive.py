@@ -1,0 +1,382 @@
+"""The local event archive: hive-partitioned Parquet that outlives log rotation.
+
+Layout under the archive directory (default ``<state dir>/archive``)::
+
+    day=YYYY-MM-DD/host=HOST/part-<sha>.parquet   events of one UTC day and syslog host
+    _ledger.json                                  what was archived already (files, tail batches)
+    _lock                                         flock: one writer at a time
+
+Part files hold the columns of ``logscope.schema`` except ``host`` (it is the
+partition value, percent-encoded; a null host or a line without timestamp goes
+to ``__HIVE_DEFAULT_PARTITION__``, the Hive null marker), so DuckDB, Spark or
+polars read the tree as a plain Hive dataset. A part's name is a hash of where
+its lines came from, so writing the same lines again replaces the part instead
+of adding a copy (a crash between part and ledger write does not double-count).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import lzma
+import os
+import zlib
+import shutil
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import quote
+
+import polars as pl
+
+from .schema import SCHEMA
+from .sources.files import SourceError, open_binary
+from .sources.follow import HEAD_BYTES, _COMPRESSED_MAGIC, head_of
+from .state import default_state_dir, write_atomic
+
+LEDGER = "_ledger.json"
+LEDGER_VERSION = 1
+NULL_PART = "__HIVE_DEFAULT_PARTITION__"
+DEFAULT_RETENTION_DAYS = 90
+PART_GLOB = "day=*/host=*/*.parquet"
+FILE_COLUMNS = [c for c in SCHEMA.names() if c != "host"]
+
+
+# what a broken compressed file raises while read (sources.files.read_chunks lets zlib.error through)
+_DECODE_ERRORS = (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError)
+
+
+class ArchiveError(Exception):
+    """The archive cannot be used; the message says why (one line)."""
+
+
+def default_archive_dir() -> Path:
+    return default_state_dir() / "archive"
+
+
+def _sha(*parts: Any) -> str:
+    return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:24]
+
+
+def _part_value(value: str | None) -> str:
+    """A partition directory value: percent-encoded so no host name can escape its directory."""
+    return NULL_PART if value is None or value == "" else quote(value, safe="")
+
+
+class Archive:
+    """One archive directory, opened for writing: ``with Archive(dir) as a: a.ingest_file(...)``."""
+
+    def __init__(self, root: Path | str | None = None):
+        self.root = Path(root) if root else default_archive_dir()
+        self.ledger: dict[str, Any] = {}
+        self._lock_fd: int | None = None
+
+    # -- open / close --------------------------------------------------------
+    def __enter__(self) -> "Archive":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Check the directory is writable, lock it, load the ledger, finish an interrupted compaction."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / ".probe"
+            write_atomic(probe, b"", durable=False)
+            probe.unlink()
+            fd = os.open(self.root / "_lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise ArchiveError(f"archive directory {self.root} is not writable: {exc.strerror or exc} "
+                               "(use --archive DIR)") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise ArchiveError(f"archive {self.root} is in use by another logscope process") from None
+            raise ArchiveError(f"{self.root}: cannot lock: {exc.strerror or exc}") from None
+        self._lock_fd = fd
+        self.ledger = self._load_ledger()
+        self._finish_compaction()
+
+    def close(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _load_ledger(self) -> dict[str, Any]:
+        path = self.root / LEDGER
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return {"version": LEDGER_VERSION, "files": {}, "batches": {}}
+        except (OSError, ValueError) as exc:
+            raise ArchiveError(f"{path}: not a readable archive ledger ({exc})") from None
+        if not isinstance(data, dict) or data.get("version") != LEDGER_VERSION:
+            raise ArchiveError(f"{path}: unknown ledger version")
+        data.setdefault("files", {})
+        data.setdefault("batches", {})
+        return data
+
+    def _save_ledger(self) -> None:
+        try:
+            write_atomic(self.root / LEDGER, json.dumps(self.ledger, sort_keys=True, indent=1).encode())
+        except OSError as exc:
+            raise ArchiveError(f"{self.root / LEDGER}: cannot write: {exc.strerror or exc}") from None
+
+    # -- writing -------------------------------------------------------------
+    def write_events(self, events: pl.DataFrame, origin: str) -> int:
+        """Write ``events`` into their day/host partitions; ``origin`` names the lines (idempotent part names)."""
+        if events.height == 0:
+            return 0
+        # a line without timestamp belongs to the day of the line before it (continuations, odd headers)
+        keyed = events.with_columns(
+            pl.col("ts").dt.date().forward_fill().backward_fill().cast(pl.String).alias("_day"))
+        for (day, host), part in keyed.group_by("_day", "host", maintain_order=True):
+            ddir = self.root / f"day={day or NULL_PART}" / f"host={_part_value(host)}"
+            name = f"part-{_sha(origin, day, host)}.parquet"
+            try:
+                ddir.mkdir(parents=True, exist_ok=True)
+                tmp = ddir / (name + ".tmp")
+                part.select(FILE_COLUMNS).write_parquet(tmp, compression="zstd")
+                os.replace(tmp, ddir / name)
+            except OSError as exc:
+                raise ArchiveError(f"{ddir}: cannot write: {exc.strerror or exc}") from None
+        return events.height
+
+    def ingest_file(self, path: str, parsers, header, on_error: Callable[[str], None]) -> int:
+        """Archive the lines of ``path`` not archived before; the number of events added.
+
+        A file is known by inode + hash of its first line (a compressed one by
+        the hash of its first decompressed line + size, or, rotated from a plain
+        file already archived, by its first line alone); the ledger keeps how many
+        lines of it are archived, so a grown file adds only its new lines.
+        """
+        from .pipeline import ReadOptions, iter_events
+        try:
+            ident = file_identity(path)
+        except SourceError as exc:
+            on_error(str(exc))
+            return 0
+        files = self.ledger["files"]
+        entry = files.get(ident["key"])
+        if entry is None and ident["compressed"]:
+            entry = next((e for e in files.values() if e.get("head") == ident["head"]), None)
+        done = entry["lines"] if entry else 0
+        limit = ident["lines"]  # complete lines now (None: all, a compressed file does not grow)
+        if limit is not None and limit <= done:
+            return 0
+        failed: list[str] = []
+
+        def err(msg: str) -> None:
+            failed.append(msg)
+            on_error(msg)
+
+        # chunk by chunk (memory: one chunk); after a read error the lines archived so far count
+        added, upto = 0, done
+        try:
+            for events in iter_events([path], parsers, ReadOptions(header), err):
+                cond = pl.col("line") > done
+                if limit is not None:
+                    cond = cond & (pl.col("line") <= limit)
+                events = events.filter(cond)
+                if events.height:
+                    lo, hi = events["line"].min(), events["line"].max()
+                    self.write_events(events, f"file|{ident['key']}|{lo}|{hi}")
+                    added += events.height
+                    upto = max(upto, hi)
+        except _DECODE_ERRORS as exc:
+            err(f"{path}: read error: {exc}")
+        last = limit if limit is not None and not failed else upto
+        if last == done and entry is not None:
+            return added
+        files[ident["key"]] = {"path": os.path.abspath(path), "head": ident["head"], "lines": last,
+                               "size": ident["size"], "archived_at": datetime.now().astimezone().isoformat()}
+        self._save_ledger()
+        return added
+
+    # -- retention and compaction -------------------------------------------
+    def days(self) -> list[date]:
+        out = []
+        for d in self.root.glob("day=*"):
+            try:
+                out.append(date.fromisoformat(d.name[4:]))
+            except ValueError:
+                continue
+        return sorted(out)
+
+    def apply_retention(self, days: int) -> list[str]:
+        """Remove day partitions more than ``days`` days older than the newest; their names."""
+        if days <= 0:
+            return []
+        known = self.days()
+        if not known:
+            return []
+        cutoff = known[-1] - timedelta(days=days)
+        removed = []
+        for d in known:
+            if d < cutoff:
+                shutil.rmtree(self.root / f"day={d.isoformat()}")
+                removed.append(f"day={d.isoformat()}")
+        return removed
+
+    def compact(self) -> tuple[int, int]:
+        """Merge the part files of each partition into one; (files before, files after)."""
+        before = after = 0
+        for ddir in sorted({p.parent for p in self.root.glob(PART_GLOB)}):
+            parts = sorted(ddir.glob("part-*.parquet"))
+            before += len(parts)
+            after += 1
+            if len(parts) < 2:
+                continue
+            merged = pl.read_parquet(parts).sort("ts", "file", "line", nulls_last=True, maintain_order=True)
+            name = ddir / f"part-{_sha('compact', *[p.name for p in parts])}.parquet"
+            tmp = name.with_name(name.name + ".tmp")
+            merged.write_parquet(tmp, compression="zstd")
+            # record the swap first: a crash between rename and unlink must not leave both
+            self.ledger["compacting"] = {"new": str(name.relative_to(self.root)),
+                                         "old": [str(p.relative_to(self.root)) for p in parts]}
+            self._save_ledger()
+            os.replace(tmp, name)
+            self._finish_compaction()
+        return before, after
+
+    def _finish_compaction(self) -> None:
+        job = self.ledger.get("compacting")
+        if not job:
+            return
+        if (self.root / job["new"]).exists():
+            for old in job["old"]:
+                if old != job["new"]:
+                    (self.root / old).unlink(missing_ok=True)
+        self.ledger.pop("compacting", None)
+        self._save_ledger()
+
+
+def file_identity(path: str) -> dict[str, Any]:
+    """Identity of a log file and its number of complete lines (None for compressed: all of them)."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        st = os.stat(path)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if os.path.isdir(path):
+        raise SourceError(f"{path}: is a directory")
+    compressed = magic.startswith(_COMPRESSED_MAGIC)
+    lines = None if compressed else 0
+    try:
+        with open_binary(path) as f:
+            first = f.read(HEAD_BYTES)
+            if not compressed:
+                lines = first.count(b"\n")
+                while block := f.read(1 << 20):
+                    lines += block.count(b"\n")
+    except _DECODE_ERRORS as exc:
+        raise SourceError(f"{path}: cannot read: {exc}") from None
+    head = head_of(first) or hashlib.sha256(first).hexdigest()[:20]
+    key = f"z:{head}:{st.st_size}" if compressed else f"{st.st_dev}:{st.st_ino}:{head}"
+    return {"key": key, "head": head, "size": st.st_size, "lines": lines, "compressed": compressed}
+
+
+class ArchiveSink:
+    """A ``logscope tail`` sink that archives every batch once.
+
+    Idempotent by (batch.input, batch.identity, batch.end): a batch that ends
+    at or before the last one archived for the same file is skipped (a replay
+    after a crash between archive write and checkpoint); journal batches by cursor.
+    """
+
+    def __init__(self, root: Path | str | None = None, retention_days: int = DEFAULT_RETENTION_DAYS):
+        self.archive = Archive(root)
+        self.archive.open()
+        self.retention_days = retention_days
+
+    def add_batch(self, events: pl.DataFrame, batch) -> None:
+        ident = batch.identity or {}
+        key = f"{batch.input}|{ident.get('dev')}:{ident.get('ino')}:{ident.get('head')}"
+        seen = self.archive.ledger["batches"].get(key)
+        if batch.cursor is not None:
+            if seen == batch.cursor:
+                return
+            mark: Any = batch.cursor
+        else:
+            if seen is not None and batch.end <= seen:
+                return
+            mark = batch.end
+        self.archive.write_events(events, f"batch|{key}|{mark}")
+        self.archive.ledger["batches"][key] = mark
+        self.archive._save_ledger()
+
+    def close(self) -> None:
+        self.archive.apply_retention(self.retention_days)
+        self.archive.close()
+
+
+# -- reading -------------------------------------------------------------------
+
+def _empty() -> pl.LazyFrame:
+    return pl.DataFrame(schema=SCHEMA).lazy()
+
+
+def _scan_raw(root: Path, since, until, host) -> pl.LazyFrame | None:
+    if not any(root.glob(PART_GLOB)):
+        return None
+    lf = pl.scan_parquet(str(root / PART_GLOB), hive_partitioning=True,
+                         hive_schema={"day": pl.Date, "host": pl.String})
+    if since is not None:
+        lf = lf.filter(pl.col("day") >= since.date(), pl.col("ts") >= since)
+    if until is not None:
+        lf = lf.filter(pl.col("day") <= until.date(), pl.col("ts") < until)
+    if host is not None:
+        lf = lf.filter(pl.col("host") == host)
+    return lf
+
+
+def _events(lf: pl.LazyFrame) -> pl.LazyFrame:
+    return lf.sort("ts", "file", "line", nulls_last=True, maintain_order=True).select(
+        [pl.col(c).cast(t) for c, t in SCHEMA.items()])
+
+
+def scan(root: Path | str | None = None, since: datetime | None = None, until: datetime | None = None,
+         host: str | None = None) -> pl.LazyFrame:
+    """The archived events (schema of ``logscope.schema``) in [since, until), optionally one host, by time.
+
+    Day and host filters prune partitions: only the part files that can hold
+    matching events are read.
+    """
+    lf = _scan_raw(Path(root) if root else default_archive_dir(), since, until, host)
+    return _empty() if lf is None else _events(lf)
+
+
+def iter_days(root: Path | str | None = None, since: datetime | None = None, until: datetime | None = None,
+              host: str | None = None) -> Iterator[pl.DataFrame]:
+    """The events of ``scan`` one day at a time, in time order (memory: one day's events).
+
+    Lines without a timestamp anywhere near them (day partition null) come last,
+    and only when no period is given (as ``Window`` drops them too).
+    """
+    root = Path(root) if root else default_archive_dir()
+    if not root.is_dir():
+        raise ArchiveError(f"{root}: no archive here (run `logscope ingest` first or give --from-archive DIR)")
+    lf = _scan_raw(root, since, until, host)
+    if lf is None:
+        return
+    days = sorted({d for p in root.glob("day=*") if (d := _day_of(p.name)) is not None})
+    for day in days:
+        if (since and day < since.date()) or (until and day > until.date()):
+            continue
+        yield _events(lf.filter(pl.col("day") == day)).collect()
+    if since is None and until is None and (root / f"day={NULL_PART}").is_dir():
+        yield _events(lf.filter(pl.col("day").is_null())).collect()
+
+
+def _day_of(name: str) -> date | None:
+    try:
+        return date.fromisoformat(name.removeprefix("day="))
+    except ValueError:
+        return None

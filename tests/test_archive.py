@@ -1,0 +1,235 @@
+"""The local archive: ``logscope ingest``, ``report --from-archive``, ledger, retention, compaction."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from logscope import archive
+from logscope.archive import Archive, ArchiveSink
+from logscope.header import HeaderOptions
+from logscope.parsers import load
+from logscope.pipeline import ReadOptions, iter_events
+from logscope.schema import SCHEMA
+from logscope.sources.follow import Batch
+
+from .conftest import SAMPLES
+from .test_cli import run
+
+MAILLOG = SAMPLES / "maillog"
+FLAGS = ("--tz", "UTC", "--year", "2025")
+HEADER = HeaderOptions(tz="UTC", year=2025)
+
+
+def totals(*args) -> dict:
+    proc = run("report", *args, "--format", "json", *FLAGS)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["traffic"]["totals"]
+
+
+def ingest(arc: Path, *args):
+    return run("ingest", "--archive", str(arc), *args, *FLAGS)
+
+
+def parts(arc: Path) -> list[Path]:
+    return sorted(arc.glob(archive.PART_GLOB))
+
+
+def rows(arc: Path) -> int:
+    return archive.scan(arc).select(pl.len()).collect().item()
+
+
+def direct(path: Path) -> pl.DataFrame:
+    return pl.concat(list(iter_events([str(path)], load(), ReadOptions(HEADER), print)))
+
+
+@pytest.fixture(scope="module")
+def maillog_archive(tmp_path_factory) -> Path:
+    arc = tmp_path_factory.mktemp("arc") / "archive"
+    proc = ingest(arc, str(MAILLOG))
+    assert proc.returncode == 0, proc.stderr
+    return arc
+
+
+def test_report_from_archive_equals_report_on_file(maillog_archive):
+    on_file = totals(str(MAILLOG))
+    assert on_file["received"] > 0 and on_file["rejected"] > 0
+    assert totals("--from-archive", str(maillog_archive)) == on_file
+    # a period that covers the sample's day reads the same; one that does not reads nothing
+    assert totals("--from-archive", str(maillog_archive), "--since", "2025-03-01", "--until", "2025-03-02") == on_file
+    assert totals("--from-archive", str(maillog_archive), "--since", "2025-04-01")["received"] == 0
+
+
+def test_layout_is_hive_and_schema_round_trips(maillog_archive):
+    days = {p.parent.parent.name for p in parts(maillog_archive)}
+    hosts = {p.parent.name for p in parts(maillog_archive)}
+    assert days == {"day=2025-03-01"} and hosts == {"host=mx1", "host=fw1"}
+    got = archive.scan(maillog_archive).collect()
+    assert got.schema == SCHEMA
+    want = direct(MAILLOG)
+    key = ["file", "line"]
+    assert got.sort(key).equals(want.sort(key))
+    # pruning: the host filter reads only that host's partition
+    plan = pl.scan_parquet(str(maillog_archive / archive.PART_GLOB), hive_partitioning=True).filter(
+        pl.col("host") == "fw1").explain()
+    assert "host=mx1" not in plan
+    fw = archive.scan(maillog_archive, host="fw1").collect()
+    assert fw.height == want.filter(pl.col("host") == "fw1").height > 0
+
+
+def test_reingest_does_not_double_count(tmp_path):
+    arc = tmp_path / "arc"
+    assert ingest(arc, str(MAILLOG)).returncode == 0
+    before, files = rows(arc), parts(arc)
+    proc = ingest(arc, str(MAILLOG))
+    assert proc.returncode == 0, proc.stderr
+    assert "0 events archived" in proc.stderr
+    assert rows(arc) == before == 5000 and parts(arc) == files
+
+
+def test_grown_file_appends_only_new_lines(tmp_path):
+    lines = MAILLOG.read_bytes().splitlines(keepends=True)
+    log = tmp_path / "maillog"
+    log.write_bytes(b"".join(lines[:3000]) + lines[3000].rstrip(b"\n"))  # last line still being written
+    arc = tmp_path / "arc"
+    with Archive(arc) as a:
+        assert a.ingest_file(str(log), load(), HEADER, print) == 3000
+    with open(log, "ab") as fh:
+        fh.write(b"\n" + b"".join(lines[3001:]))
+    with Archive(arc) as a:
+        assert a.ingest_file(str(log), load(), HEADER, print) == 2000
+        assert a.ingest_file(str(log), load(), HEADER, print) == 0
+    got = archive.scan(arc).collect().sort("line")
+    assert got["line"].to_list() == list(range(1, 5001))
+    assert got.drop("file").equals(direct(MAILLOG).drop("file").sort("line"))
+
+
+def test_rotated_and_compressed_copy_is_not_counted_again(tmp_path):
+    log = tmp_path / "maillog"
+    log.write_bytes(MAILLOG.read_bytes())
+    arc = tmp_path / "arc"
+    assert ingest(arc, str(log)).returncode == 0
+    rotated = tmp_path / "maillog.1"
+    log.rename(rotated)  # logrotate: same inode, new name
+    gz = tmp_path / "maillog.2.gz"
+    gz.write_bytes(gzip.compress(MAILLOG.read_bytes()))
+    proc = ingest(arc, str(rotated), str(gz))
+    assert proc.returncode == 0, proc.stderr
+    assert rows(arc) == 5000
+
+
+def test_unreadable_file_is_one_error_and_others_are_ingested(tmp_path):
+    bad_gz = tmp_path / "broken.gz"
+    bad_gz.write_bytes(b"\x1f\x8b\x08\x00" + b"not gzip at all" * 10)
+    arc = tmp_path / "arc"
+    adir = tmp_path / "a-directory"
+    adir.mkdir()
+    for bad in (tmp_path / "missing.log", adir, bad_gz):
+        proc = ingest(arc, str(bad), str(MAILLOG))
+        assert proc.returncode == 2
+        errors = [ln for ln in proc.stderr.splitlines() if f"{bad}:" in ln]
+        assert len(errors) == 1, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert rows(arc) == 5000
+
+
+def test_archive_not_writable_is_one_line_exit_2(tmp_path):
+    blocker = tmp_path / "plain-file"
+    blocker.write_text("x")
+    proc = ingest(blocker / "arc", str(MAILLOG))
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "not writable" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = run("report", "--from-archive", str(tmp_path / "nothing-here"), *FLAGS)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def shifted(events: pl.DataFrame, days: int) -> pl.DataFrame:
+    return events.with_columns(pl.col("ts") - timedelta(days=days))
+
+
+def test_retention_drops_old_day_partitions(tmp_path):
+    events = direct(MAILLOG)
+    arc = tmp_path / "arc"
+    with Archive(arc) as a:
+        for age in (0, 10, 89, 91, 200):
+            a.write_events(shifted(events, age), f"test|{age}")
+        removed = a.apply_retention(90)
+        newest = date(2025, 3, 1)
+        assert removed == [f"day={newest - timedelta(days=age)}" for age in (200, 91)]
+        assert a.days() == [newest - timedelta(days=age) for age in (89, 10, 0)]
+        assert a.apply_retention(0) == []
+    assert rows(arc) == 3 * events.height
+    # via the command: --retention-days applies after the ingest
+    proc = ingest(arc, "--compact", "--retention-days", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert [d.isoformat() for d in Archive(arc).days()] == ["2025-03-01"]
+
+
+def test_compaction_keeps_rows_and_reduces_files(tmp_path):
+    lines = MAILLOG.read_bytes().splitlines(keepends=True)
+    halves = [tmp_path / "a.log", tmp_path / "b.log"]
+    halves[0].write_bytes(b"".join(lines[:2500]))
+    halves[1].write_bytes(b"".join(lines[2500:]))
+    arc = tmp_path / "arc"
+    assert ingest(arc, *map(str, halves)).returncode == 0
+    before = parts(arc)
+    assert len(before) == 4
+    proc = ingest(arc, "--compact")
+    assert proc.returncode == 0, proc.stderr
+    after = parts(arc)
+    assert len(after) == 2 and not set(before) & set(after)
+    assert rows(arc) == 5000
+    assert totals("--from-archive", str(arc)) == totals(str(MAILLOG))
+
+
+def test_hostile_host_stays_inside_its_partition(tmp_path):
+    events = direct(MAILLOG).head(10).with_columns(
+        pl.Series("host", ["../../escape", "a/b", None, "x=y%", "mx1"] * 2))
+    arc = tmp_path / "arc"
+    with Archive(arc) as a:
+        a.write_events(events, "hostile")
+    assert all(arc in p.parents for p in tmp_path.rglob("*.parquet"))
+    assert len({p.parent for p in parts(arc)}) == 5
+    got = archive.scan(arc).collect()
+    assert sorted(got["host"].to_list(), key=str) == sorted(events["host"].to_list(), key=str)
+    assert archive.scan(arc, host="../../escape").collect().height == 2
+
+
+def test_archive_sink_is_idempotent_per_batch(tmp_path):
+    events = direct(MAILLOG)
+    first, second = events.head(100), events.slice(100, 50)
+    ident = {"dev": 1, "ino": 2, "head": "abc"}
+
+    def batch(end, cursor=None, inp="/var/log/maillog"):
+        return Batch(input=inp, path=inp, lines=pl.DataFrame({"line": []}, schema={"line": pl.String}),
+                     end=end, identity=None if cursor else ident, cursor=cursor)
+
+    sink = ArchiveSink(tmp_path / "arc")
+    sink.add_batch(first, batch(1000))
+    sink.add_batch(first, batch(1000))  # replayed after a crash before the checkpoint
+    sink.add_batch(second, batch(1500))
+    sink.add_batch(first, batch(1000))  # older than what is archived
+    sink.add_batch(second, batch(0, cursor="s=1;i=2", inp="journal"))
+    sink.add_batch(second, batch(0, cursor="s=1;i=2", inp="journal"))
+    sink.close()
+    assert rows(tmp_path / "arc") == 100 + 50 + 50
+
+
+def test_multi_chunk_file_is_archived_whole_and_once(tmp_path):
+    """A file of several read chunks is archived whole, once, with the same report as the file."""
+    from logscope.generate import generate
+    log = tmp_path / "big.log"
+    n = generate(log, lines=60_000, seed=3)
+    assert log.stat().st_size > 2 * 4 * 1024 * 1024 * 0.9  # at least two 4 MiB chunks
+    arc = tmp_path / "arc"
+    proc = ingest(arc, str(log))
+    assert proc.returncode == 0, proc.stderr
+    assert rows(arc) == n
+    assert ingest(arc, str(log)).returncode == 0 and rows(arc) == n
+    assert totals("--from-archive", str(arc)) == totals(str(log))
