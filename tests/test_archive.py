@@ -233,3 +233,27 @@ def test_multi_chunk_file_is_archived_whole_and_once(tmp_path):
     assert rows(arc) == n
     assert ingest(arc, str(log)).returncode == 0 and rows(arc) == n
     assert totals("--from-archive", str(arc)) == totals(str(log))
+
+
+def test_tail_keeps_the_archive(tmp_path):
+    """`tail --archive DIR` archives every line once; the report from the archive equals the report from the file."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import REPO, SAMPLES
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    base = [sys.executable, "-m", "logscope"]
+    arch = tmp_path / "arch"
+    for _ in range(2):  # the second run finds nothing new: nothing is archived twice
+        proc = subprocess.run(base + ["tail", str(SAMPLES / "maillog"), "--from-start", "--once", "--tz", "UTC",
+                                      "--no-metrics", "--no-alerts", "--state-dir", str(tmp_path / "st"),
+                                      "--archive", str(arch)], env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    def totals(*args):
+        out = subprocess.run(base + ["report", *args, "--format", "json", "--tz", "UTC"], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)["traffic"]["totals"]
+    assert totals("--from-archive", str(arch)) == totals(str(SAMPLES / "maillog"))

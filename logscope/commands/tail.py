@@ -68,6 +68,10 @@ def add_parser(sub, common) -> None:
     m.add_argument("--live", dest="live", action="store_true", default=None,
                    help="show the live view (default: when stderr is a terminal and not --quiet)")
     m.add_argument("--no-live", dest="live", action="store_false")
+    h = p.add_argument_group("history")
+    h.add_argument("--archive", nargs="?", const="", default=None, metavar="DIR",
+                   help="also keep every event in the Parquet archive (default DIR: <state dir>/archive); "
+                        "`logscope report --from-archive` reads it")
     a = p.add_argument_group("alerts")
     a.add_argument("--alerts", metavar="RULES", default=None,
                    help="alert rules file (TOML; default: the bundled default rules, see `logscope alerts show-default`)")
@@ -130,6 +134,12 @@ def build_sinks(args, classes=None) -> list:
     if not args.no_metrics:
         from ..sinks.metrics import MetricsSink
         sinks.append(MetricsFeed(MetricsSink(classes=classes)))
+    if args.archive is not None:
+        from ..archive import ArchiveError, ArchiveSink
+        try:
+            sinks.append(ArchiveSink(args.archive or None))
+        except ArchiveError as exc:
+            raise UsageError(str(exc)) from None
     live = args.live if args.live is not None else (sys.stderr.isatty() and not args.quiet and not args.once)
     if live:
         from ..sinks.live import LiveView
