@@ -69,7 +69,7 @@ def partial(events: pl.DataFrame, tracked: dict[str, pl.DataFrame]) -> dict[str,
         pl.col("msg_size").is_null().sum().cast(pl.Int64).alias("without_size"))
     delays = pf.filter(pl.col("delivered")).select(pl.col("delay").cast(pl.Float64))
     out["delays"] = delays.group_by(
-        pl.col("delay").cut(DELAY_BUCKETS, labels=[str(b) for b in DELAY_BUCKETS] + ["inf"]).cast(pl.String).alias("le")
+        pl.col("delay").bin_intervals(DELAY_BUCKETS, labels=[str(b) for b in DELAY_BUCKETS] + ["inf"], right_closed=True).cast(pl.String).alias("le")
     ).agg(pl.len().cast(pl.Int64).alias("count"), pl.col("delay").sum().alias("seconds")) if delays.height else pl.DataFrame()
     trim = pl.col("reply").str.replace(r"^\d{3} ", "").str.slice(0, 100)
     out["deferral_reasons"] = count(pf.filter(pl.col("deferral")).with_columns(trim.alias("reason")), ["dsn", "reason"])
