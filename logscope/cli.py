@@ -21,7 +21,7 @@ from . import __version__, config as cfg
 from .header import HeaderOptions
 from .parsers import ParserFileError, ParserSet, load as load_parsers
 from .pipeline import ReadOptions, iter_events
-from .errors import UsageError
+from .errors import ErrorLog, UsageError
 from .summary import Summary, format_table
 
 
@@ -127,11 +127,7 @@ def cmd_parse(args) -> int:
     conf = cfg.load(args.config)
     header = header_options(args, conf)
     parsers = parsers_from_args(args, conf)
-    errors: list[str] = []
-
-    def on_error(msg: str) -> None:
-        errors.append(msg)
-        print(f"logscope: {msg}", file=sys.stderr)
+    on_error = ErrorLog()
 
     write = close = None
     if args.output:
@@ -156,7 +152,7 @@ def cmd_parse(args) -> int:
         print(format_table(summary))
     else:
         print(f"{summary.lines:,} events written to {args.output}", file=sys.stderr)
-    return 2 if errors else 0
+    return 2 if on_error else 0
 
 
 def cmd_generate(args) -> int:

@@ -231,7 +231,8 @@ class Tail:
 
     def __init__(self, inputs: Sequence[Input], parsers: ParserSet, header: HeaderOptions,
                  sinks: Sequence[Any], store: StateStore, options: TailOptions | None = None,
-                 log: Log | None = None, reload_parsers: Callable[[], ParserSet] | None = None):
+                 log: Log | None = None, reload_parsers: Callable[[], ParserSet] | None = None,
+                 enrich: Callable[[pl.DataFrame], pl.DataFrame] | None = None):
         self.inputs = list(inputs)
         self.parsers = parsers
         self.header = header
@@ -240,6 +241,8 @@ class Tail:
         self.options = options or TailOptions()
         self.log = log or make_logger(False)
         self.reload_parsers = reload_parsers
+        # derived columns every sink needs (reject classes), added once per batch in the parse thread
+        self.enrich = enrich
         self.reload_hooks: list[Callable[[], None]] = []  # SIGHUP: config, alert rules
         self.wakeup = threading.Event()
         self.watcher = Watcher(self.wakeup, self.log)
@@ -357,8 +360,9 @@ class Tail:
         return replace(self.header, anchor=datetime.fromtimestamp(batch.mtime, timezone.utc))
 
     def _parse(self, batch: Batch, continues: str | None) -> pl.DataFrame:
-        return parse_lines(batch.lines, self.parsers, self._header_for(batch), file=batch.path,
-                           first_line=batch.first_line, continues=continues)
+        events = parse_lines(batch.lines, self.parsers, self._header_for(batch), file=batch.path,
+                             first_line=batch.first_line, continues=continues)
+        return self.enrich(events) if self.enrich is not None else events
 
     def _settle(self, batch: Batch, parsed: Future, checkpoints: dict) -> None:
         """Hand a parsed batch to every sink, then commit. A sink error propagates (nothing committed)."""

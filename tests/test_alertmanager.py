@@ -21,6 +21,7 @@ from logscope.engine import parse_lines
 from logscope.header import HeaderOptions
 
 from .test_alerts import free_port
+from .test_prometheus import wait_for
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 pytestmark = pytest.mark.skipif(ALERTMANAGER is None, reason="Alertmanager not installed "
@@ -54,18 +55,6 @@ def post(url: str, doc) -> dict:
         return json.loads(resp.read() or b"null")
 
 
-def wait_for(check, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except OSError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"timed out waiting for {what} (last: {last!r})")
 
 
 class Alertmanager:

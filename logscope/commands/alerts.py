@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import config as cfg
 from ..cli import header_options, parsers_from_args
-from ..errors import UsageError
+from ..errors import ErrorLog, UsageError
 from ..pipeline import ReadOptions, iter_events
 
 DESCRIPTION = """Alert rules: `check` validates a rules file (TOML); `test` replays log files (and DMARC
@@ -93,11 +93,7 @@ def run_test(args) -> int:
     if not args.files and not args.dmarc:
         raise UsageError("nothing to replay: give log files and/or --dmarc reports")
     conf = cfg.load(args.config)
-    errors: list[str] = []
-
-    def on_error(msg: str) -> None:
-        errors.append(msg)
-        print(f"logscope: {msg}", file=sys.stderr)
+    on_error = ErrorLog()
 
     def log(level: str, msg: str) -> None:
         print(f"logscope: {level}: {msg}", file=sys.stderr)
@@ -127,7 +123,7 @@ def run_test(args) -> int:
     else:
         _print_text(transitions, still)
     fired = any(tr.status == "firing" for tr in transitions)
-    return 2 if errors else 1 if fired else 0
+    return 2 if on_error else 1 if fired else 0
 
 
 def _iso(t: float | None) -> str:

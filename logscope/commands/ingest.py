@@ -6,7 +6,7 @@ import sys
 
 from .. import config as cfg
 from ..archive import DEFAULT_RETENTION_DAYS, Archive, ArchiveError, default_archive_dir
-from ..errors import UsageError
+from ..errors import ErrorLog, UsageError
 
 
 def add_parser(sub, common) -> None:
@@ -34,11 +34,7 @@ def run(args) -> int:
     conf = cfg.load(args.config)
     header = header_options(args, conf)
     parsers = parsers_from_args(args, conf)
-    errors: list[str] = []
-
-    def on_error(msg: str) -> None:
-        errors.append(msg)
-        print(f"logscope: {msg}", file=sys.stderr)
+    on_error = ErrorLog()
 
     try:
         with Archive(args.archive) as archive:
@@ -55,4 +51,4 @@ def run(args) -> int:
             print(msg, file=sys.stderr)
     except ArchiveError as exc:
         raise UsageError(str(exc)) from None
-    return 2 if errors else 0
+    return 2 if on_error else 0

@@ -9,7 +9,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from .. import config as cfg
-from ..errors import UsageError
+from ..errors import ErrorLog, UsageError
 
 
 def add_parser(sub, common) -> None:
@@ -144,11 +144,7 @@ def run(args) -> int:
     opts = Options(exclude_ciphers=tuple(conf.tls_exclude_ciphers) or DEFAULT_EXCLUDED_CIPHERS,
                    rules=tuple(conf.blocklist_rules))
     report = Report(classes, window, insight_options=opts)
-    errors = []
-
-    def on_error(msg: str) -> None:
-        errors.append(msg)
-        print(f"logscope: {msg}", file=sys.stderr)
+    on_error = ErrorLog()
 
     progress = sys.stderr.isatty()
     started = time.monotonic()
@@ -166,7 +162,7 @@ def run(args) -> int:
     doc = report.build(top=args.top, blocklist=args.blocklist or bool(args.email))
     if args.email:
         status = _email(args, doc)
-        return 2 if errors else status
+        return 2 if on_error else status
     render = {"text": text, "markdown": markdown, "html": html}.get(args.format)
     out = as_json(doc) if render is None else render(doc, problems_first=args.problems_first)
     if args.output:
@@ -177,4 +173,4 @@ def run(args) -> int:
             raise UsageError(f"{args.output}: cannot write: {exc.strerror or exc}") from None
     else:
         print(out)
-    return 2 if errors else 0
+    return 2 if on_error else 0

@@ -194,7 +194,8 @@ def run(args) -> int:
     sinks = build_sinks(args, classes)
     if not args.no_alerts:
         sinks.append(build_alerts(args, inputs, sinks, classes, log))
-    tail = Tail(inputs, parsers, header, sinks, store, options, log, reload_parsers)
+    # classify rejects once per batch: metrics, live view and alerts all read reject_class
+    tail = Tail(inputs, parsers, header, sinks, store, options, log, reload_parsers, enrich=classes.classify)
     try:
         tail.restore()
     except StateError as exc:

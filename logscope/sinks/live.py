@@ -44,11 +44,13 @@ class LiveView:
                                | pl.col("service").is_in(["smtps", "submissions"]).fill_null(False)).sum()).item()
             c[("sessions", "all")] += disc.height
             c[("sessions", "tls")] += int(tls)
-        if self.classes is not None:
+        if self.classes is not None or "reject_class" in events.columns:
             from ..classify import reject_rows
             rj = events.filter(reject_rows())
             if rj.height:
-                for cls, n in self.classes.classify(rj).group_by(pl.col("reject_class").cast(pl.String)).len().iter_rows():
+                if "reject_class" not in rj.columns:
+                    rj = self.classes.classify(rj)
+                for cls, n in rj.group_by(pl.col("reject_class").cast(pl.String)).len().iter_rows():
                     c[("reject", cls or "other")] += n
         auth = events.filter(kind.is_in(["sasl_auth_failed", "dovecot_auth_failed", "dovecot_login_failed", "exim_auth_failed"]))
         for src, n in auth.group_by(pl.col("source").cast(pl.String)).len().iter_rows():

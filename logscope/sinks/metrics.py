@@ -591,7 +591,7 @@ class MetricsSink:
         missing = [c for c in SCHEMA if c not in events.columns]
         if missing:
             events = events.with_columns(pl.lit(None, dtype=SCHEMA[c]).alias(c) for c in missing)
-        if self._classifier is not None:
+        if self._classifier is not None and "reject_class" not in events.columns:
             events = self._classifier.classify(events)
         kind = pl.col("kind").cast(pl.String)
         events = events.with_columns(
