@@ -13,6 +13,9 @@
 
 from __future__ import annotations
 
+import functools
+import re
+
 import polars as pl
 
 from .header import HeaderOptions, parse_header
@@ -158,14 +161,49 @@ def _dispatch_classes(df: pl.DataFrame, parsers: ParserSet) -> tuple[pl.Series, 
     return cls, [list(c) for c in classes]
 
 
-def _match(df: pl.DataFrame, parsers: ParserSet) -> pl.DataFrame:
-    """Every line's event: ``_row``, ``kind`` and the captured fields, in no particular order.
+_EXTRACT: dict[str, pl.Expr] = {}
+
+
+def _extract(regex: str) -> pl.Expr:
+    """The extract_groups expression of a pattern, built once per process.
+
+    Building one compiles the regex (about 0.5 ms); per chunk and pattern that
+    added up to a tenth of the parse.
+    """
+    expr = _EXTRACT.get(regex)
+    if expr is None:
+        expr = _EXTRACT[regex] = pl.col("message").str.extract_groups(regex).alias("g")
+    return expr
+
+
+# Below this many candidate lines an event runs in Python's ``re`` (compiled
+# once per process) instead of polars, which compiles the regex again on every
+# call (about 0.6 ms): rare events cost more to compile than to run.
+SMALL_BATCH = 48
+
+
+@functools.lru_cache(maxsize=None)
+def _py_regex(regex: str) -> re.Pattern:
+    return re.compile(regex)
+
+
+def _extract_few(messages: pl.Series, regex: str) -> pl.DataFrame:
+    """``extract_groups`` for a handful of rows, with the same nulls (non-participating groups)."""
+    rx = _py_regex(regex)
+    found = [rx.search(m) if m is not None else None for m in messages.to_list()]
+    return pl.DataFrame({g: pl.Series(g, [m.group(g) if m else None for m in found], dtype=pl.String)
+                         for g in rx.groupindex})
+
+
+def _match(df: pl.DataFrame, parsers: ParserSet) -> tuple[pl.Series, dict[str, pl.Series]]:
+    """Every line's event kind, and the captured fields as full-length columns.
 
     Events run in file order, each once per batch over the pending lines of all
-    dispatch classes that list it (one regex compilation per event, however
-    many classes); first match wins; what is left is ``unparsed``.
+    dispatch classes that list it (one regex run per event, however many
+    classes); first match wins; what is left is ``unparsed``. Each field is
+    scattered into its column by row number, so no wide frame is sorted.
     """
-    out: list[pl.DataFrame] = []
+    n = df.height
     cls, candidates = _dispatch_classes(df, parsers)
     work = df.select("_row", "message").with_columns(cls)
     pending = {c: part.drop("_cls") for (c,), part in work.partition_by("_cls", as_dict=True).items()}
@@ -175,6 +213,9 @@ def _match(df: pl.DataFrame, parsers: ParserSet) -> pl.DataFrame:
             for key in cand:
                 users.setdefault(key, []).append(c)
     rank = {name: n for n, name in enumerate(parsers.sources)}
+    kinds: list[str] = []
+    kind_rows: list[pl.Series] = []
+    pieces: dict[str, list[tuple[pl.Series, pl.Series]]] = {}
     for src, i in sorted(users, key=lambda k: (rank[k[0]], k[1])):
         live = [c for c in users[(src, i)] if pending[c].height]
         if not live:
@@ -182,32 +223,42 @@ def _match(df: pl.DataFrame, parsers: ParserSet) -> pl.DataFrame:
         ev = parsers.sources[src].events[i]
         batch = pl.concat([pending[c] for c in live]) if len(live) > 1 else pending[live[0]]
         # The empty sentinel group is non-null exactly on matching rows.
-        groups = batch.select(pl.col("message").str.extract_groups(ev.probe_regex).alias("g")).unnest("g")
+        groups = (batch.select(_extract(ev.probe_regex)).unnest("g") if batch.height > SMALL_BATCH
+                  else _extract_few(batch["message"], ev.probe_regex))
         hit = groups["__m"].is_not_null()
-        n = hit.sum()
-        if not n:
+        k = hit.sum()
+        if not k:
             continue
         offset = 0
         for c in live:
             size = pending[c].height
             pending[c] = pending[c].filter(~hit.slice(offset, size))
             offset += size
-        every = n == batch.height
-        cols = {"_row": batch["_row"] if every else batch["_row"].filter(hit)}
+        every = k == batch.height
+        rows = batch["_row"] if every else batch["_row"].filter(hit)
+        kinds.append(ev.kind)
+        kind_rows.append(rows)
+        cols: dict[str, pl.Series] = {}
         for group, column in ev.compiled.groups.items():
             s = groups[group] if every else groups[group].filter(hit)
             cols[column] = s if column not in cols else cols[column].fill_null(s)
-        frame = pl.DataFrame(cols).with_columns(pl.lit(ev.kind).alias("kind"))
-        if ev.constants:
-            frame = frame.with_columns(
-                *(pl.lit(v).alias(k) for k, v in ev.constants.items() if k not in ev.compiled.columns),
-                *(pl.col(k).fill_null(pl.lit(v)) for k, v in ev.constants.items() if k in ev.compiled.columns),
-            )
-        out.append(frame)
-    rest = [p.select("_row") for p in pending.values() if p.height]
-    if rest:
-        out.append(pl.concat(rest).with_columns(pl.lit("unparsed").alias("kind")))
-    return pl.concat(out, how="diagonal_relaxed")
+        for column, value in ev.constants.items():
+            const = pl.repeat(value, k, dtype=pl.String, eager=True)
+            cols[column] = cols[column].fill_null(const) if column in cols else const
+        for column, s in cols.items():
+            pieces.setdefault(column, []).append((rows, s))
+    # kind: one small u32 code per row, then a lookup into the names.
+    names = kinds + ["unparsed"]
+    code = pl.repeat(len(kinds), n, dtype=pl.UInt32, eager=True)
+    for j, rows in enumerate(kind_rows):
+        code = code.scatter(rows, j)
+    kind = pl.Series("kind", names, dtype=pl.String).gather(code)
+    fields = {}
+    for column, parts in pieces.items():
+        rows = pl.concat([r for r, _ in parts]) if len(parts) > 1 else parts[0][0]
+        vals = pl.concat([v for _, v in parts]) if len(parts) > 1 else parts[0][1]
+        fields[column] = pl.repeat(None, n, dtype=vals.dtype, eager=True).scatter(rows, vals).alias(column)
+    return kind, fields
 
 
 def _finish(df: pl.DataFrame, target: pl.Schema) -> pl.DataFrame:
@@ -253,12 +304,12 @@ def parse_lines(
     df = parse_header(lines.select(pl.col("line").cast(pl.String)), opts)
     df = assign_sources(df, parsers, opts.default_program, continues).with_row_index("_row")
     df = _prepare(df, parsers)
-    # One event per line: sorted by _row the matches line up with the lines.
-    found = _match(df, parsers).sort("_row").drop("_row")
+    kind, found = _match(df, parsers)
     # A field an event captured wins over the same column from header or prefix.
     out = df.with_columns(
-        *(pl.coalesce(found[c], pl.col(c)).alias(c) for c in found.columns if c in df.columns),
-        *(found[c] for c in found.columns if c not in df.columns),
+        kind,
+        *(pl.coalesce(s, pl.col(c)).alias(c) for c, s in found.items() if c in df.columns),
+        *(s for c, s in found.items() if c not in df.columns),
     )
     known = pl.col("_src").is_not_null()
     guess = _guess_source(pl.when(~known).then(pl.col("program")).fill_null(""), parsers)

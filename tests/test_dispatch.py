@@ -73,3 +73,15 @@ def test_lead_tokens_of_typical_patterns():
     assert lead_tokens(c.compile("%{HOST:client_host}: x"), c.named, skip) is None
     # a literal that looks like the skipped queue id cannot be dispatched on
     assert lead_tokens(c.compile("ABCDEF: x"), c.named, skip) is None
+
+
+@pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.iterdir() if p.is_file()))
+def test_small_batches_in_python_equal_polars(sample, parser_set, monkeypatch):
+    """Rare events run in Python's ``re`` below SMALL_BATCH rows: every field must come out the same."""
+    lines = [ln for ln in (SAMPLES / sample).read_text(errors="replace").splitlines() if not ln.startswith("#")]
+    monkeypatch.setattr(engine, "SMALL_BATCH", 0)
+    in_polars = engine.parse_lines(lines, parser_set, OPTS)
+    monkeypatch.setattr(engine, "SMALL_BATCH", 10**9)
+    in_python = engine.parse_lines(lines, parser_set, OPTS)
+    assert in_python.height == len(lines)
+    assert in_python.equals(in_polars)
