@@ -20,6 +20,7 @@ import polars as pl
 
 from .header import HeaderOptions, parse_header
 from .parsers import ParserSet, SourceDef
+from .patterns import ascii_classes
 
 _PROG_BASE = r"^([^/\[(<]+)"
 _DAEMON = r"([^/\[(<]+)(?:\(.*|<.*)?$"
@@ -172,7 +173,7 @@ def _extract(regex: str) -> pl.Expr:
     """
     expr = _EXTRACT.get(regex)
     if expr is None:
-        expr = _EXTRACT[regex] = pl.col("message").str.extract_groups(regex).alias("g")
+        expr = _EXTRACT[regex] = pl.col("message").str.extract_groups(ascii_classes(regex)).alias("g")
     return expr
 
 
@@ -184,7 +185,7 @@ SMALL_BATCH = 48
 
 @functools.lru_cache(maxsize=None)
 def _py_regex(regex: str) -> re.Pattern:
-    return re.compile(regex)
+    return re.compile(ascii_classes(regex))
 
 
 def _extract_few(messages: pl.Series, regex: str) -> pl.DataFrame:

@@ -84,3 +84,19 @@ match = '%{QUEUEID:queue_id}: DKIM-Signature field added (s=%{WORD:method}, d=%{
     row = ev.row(0, named=True)
     assert (row["source"], row["kind"], row["queue_id"], row["sender_domain"]) == ("opendkim", "dkim_signed", "4F3A21C0D2", "example.org")
     assert ev.schema["source"] == pl.Enum(ps.source_names)
+
+
+def test_ascii_classes_keeps_meaning_on_ascii():
+    import re
+
+    from logscope.patterns import ascii_classes
+    rx = r"^(?P<n>\d+)\s+(?P<h>[^\s\[\],]+)\[(?P<ip>[\d.]+)\] \w+ \S+ \D []x\d]"
+    out = ascii_classes(rx)
+    assert "\\d" not in out and "\\s" not in out and "\\w" not in out
+    assert out.count("(?P<") == rx.count("(?P<")
+    for text in ["12  mx.example.org[192.0.2.1] word tok x ]", "7 a[1.2.3.4] _ y- z 5", "x no match"]:
+        a, b = re.match(rx, text), re.match(out, text)
+        assert (a and a.groupdict()) == (b and b.groupdict())
+    # non-ASCII digits are no digits any more
+    assert re.match(rx, "٣ a[1] b c d x") and not re.match(out, "٣ a[1] b c d x")
+    assert ascii_classes(r"\\d\[\d\]") == r"\\d\[[0-9]\]"
