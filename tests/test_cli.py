@@ -148,3 +148,39 @@ def test_corrupt_gzip_is_one_error_line_and_the_rest_is_parsed(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert [ln for ln in proc.stderr.splitlines() if "bad.gz" in ln]
     assert '"lines": 5000' in proc.stdout
+
+
+def _kinds(paths, parser_set, notes):
+    frames = list(iter_events([str(p) for p in paths], parser_set, ReadOptions(HeaderOptions(tz="UTC", year=2025), chunk_bytes=64 * 1024),
+                              lambda m: pytest.fail(m), notes.append))
+    return pl.concat(frames).select("kind", "message", "line")
+
+
+def test_overlapping_rotated_files_count_each_line_once(tmp_path, parser_set):
+    """copytruncate leaves maillog.1's last lines again at the top of maillog: they count once."""
+    lines = (SAMPLES / "maillog").read_text().splitlines(keepends=True)
+    half = len(lines) // 2
+    with gzip.open(tmp_path / "maillog.1.gz", "wt") as f:
+        f.writelines(lines[:half])
+    (tmp_path / "maillog").write_text("".join(lines[half - 25:]))
+    (tmp_path / "whole").write_text("".join(lines))
+    notes: list[str] = []
+    rotated = _kinds([tmp_path / "maillog", tmp_path / "maillog.1.gz"], parser_set, notes)
+    whole = _kinds([tmp_path / "whole"], parser_set, [])
+    assert rotated.height == whole.height == len(lines)
+    assert rotated.select("kind", "message").equals(whole.select("kind", "message"))
+    assert notes == [f"{tmp_path / 'maillog'}: its first 25 lines repeat the end of {tmp_path / 'maillog.1.gz'}; counted once"]
+    # line numbers stay those of the file: the first line read from maillog is its 26th
+    assert rotated["line"][half] == 26
+
+
+def test_rotated_files_without_overlap_and_the_same_file_twice(tmp_path, parser_set):
+    lines = (SAMPLES / "maillog").read_text().splitlines(keepends=True)
+    (tmp_path / "maillog.1").write_text("".join(lines[:100]))
+    (tmp_path / "maillog").write_text("".join(lines[100:]))
+    notes: list[str] = []
+    assert _kinds([tmp_path / "maillog.1", tmp_path / "maillog"], parser_set, notes).height == len(lines)
+    assert notes == []
+    os.link(tmp_path / "maillog", tmp_path / "hardlink")
+    assert _kinds([tmp_path / "maillog", tmp_path / "hardlink", tmp_path / "maillog"], parser_set, notes).height == len(lines) - 100
+    assert len(notes) == 2 and all("same file as" in n for n in notes)

@@ -122,13 +122,18 @@ def lines_frame(data: bytes) -> pl.DataFrame:
     return df.with_columns(pl.col("line").fill_null(""))
 
 
-def read_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, start_offset: int = 0) -> Iterator[Chunk]:
-    """Yield the file's lines in chunks of whole lines; a last line without newline is kept."""
+def read_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, start_offset: int = 0,
+                first_line: int = 1, tail: bytearray | None = None) -> Iterator[Chunk]:
+    """Yield the file's lines in chunks of whole lines; a last line without newline is kept.
+
+    ``tail``, when given, ends up holding the file's last ``OVERLAP_BYTES``
+    (whole lines), for ``overlap`` with the next file of a rotated set.
+    """
     f = open_binary(path)
     try:
         if start_offset:
             f.seek(start_offset)
-        offset, line_no, carry = start_offset, 1, b""
+        offset, line_no, carry = start_offset, first_line, b""
         while True:
             try:
                 block = f.read(chunk_bytes)
@@ -146,12 +151,62 @@ def read_chunks(path: str, chunk_bytes: int = CHUNK_BYTES, start_offset: int = 0
             whole, carry = data[: cut + 1], data[cut + 1:]
             frame = lines_frame(whole)
             offset += len(whole)
+            if tail is not None:
+                _keep_tail(tail, whole)
             yield Chunk(path, frame, line_no, offset)
             line_no += frame.height
         if carry:
             frame = lines_frame(carry)
             offset += len(carry)
+            if tail is not None:
+                _keep_tail(tail, carry + b"\n")
             yield Chunk(path, frame, line_no, offset)
     finally:
         if f is not sys.stdin.buffer:
             f.close()
+
+
+# How far back a rotated file's end is compared with the start of the next one.
+OVERLAP_BYTES = 4 * 1024 * 1024
+
+
+def _keep_tail(tail: bytearray, data: bytes) -> None:
+    tail += data
+    if len(tail) > OVERLAP_BYTES:
+        del tail[: len(tail) - OVERLAP_BYTES]
+
+
+def head_bytes(path: str, n: int = OVERLAP_BYTES) -> bytes:
+    """The first ``n`` (decompressed) bytes of a file; empty when it cannot be read."""
+    try:
+        f = open_binary(path)
+    except SourceError:
+        return b""
+    try:
+        return f.read(n)
+    except (OSError, EOFError, lzma.LZMAError, zlib.error, ValueError):
+        return b""
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+
+
+def overlap(prev_tail: bytes, head: bytes) -> int:
+    """Bytes at the start of ``head`` (whole lines) that repeat the end of ``prev_tail``.
+
+    copytruncate, and copies made while the log was written, leave the last
+    lines of ``maillog.1`` again at the start of ``maillog``. The overlap is the
+    longest run of whole lines that ends ``prev_tail`` and starts ``head``; it
+    must contain the previous file's last line, which carries its timestamp.
+    """
+    if not prev_tail.endswith(b"\n") or not head:
+        return 0
+    last_start = prev_tail.rfind(b"\n", 0, len(prev_tail) - 1) + 1
+    last = prev_tail[last_start:]
+    best, pos = 0, head.find(last)
+    while pos >= 0:
+        end = pos + len(last)
+        if (pos == 0 or head[pos - 1] == 0x0A) and end <= len(prev_tail) and prev_tail.endswith(head[:end]):
+            best = end
+        pos = head.find(last, pos + 1)
+    return best
