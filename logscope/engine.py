@@ -75,11 +75,12 @@ def assign_sources(df: pl.DataFrame, parsers: ParserSet, default_program: str | 
     elif updates:
         df = df.with_columns(updates)
     df = df.drop("_bare_program", "_bare_pid", "_bare_message", "_bare")
-    prog_base = pl.col("program").str.extract(_PROG_BASE)
-    src = pl.coalesce(_program_source(prog_base, parsers), pl.col("hint"))
+    df = df.join(_program_table(df["program"], parsers), on="program", how="left",
+                 maintain_order="left", nulls_equal=True)
+    src = pl.coalesce(pl.col("_psrc"), pl.col("hint"))
     if any(s.markers for s in parsers.sources.values()):
-        src = pl.coalesce(src, pl.when(pl.col("program").is_null() | src.is_null()).then(_marker_source(pl.col("message"), parsers)))
-    df = df.with_columns(src.alias("_src"))
+        src = pl.coalesce(src, _marker_source(pl.col("message"), parsers))
+    df = df.with_columns(src.alias("_src")).drop("_psrc")
     # Lines without any header continue the entry above them (exim's multi-line
     # entries, rejectlog envelope and header lines): they belong to its source.
     headerless = pl.col("ts").is_null() & pl.col("program").is_null() & pl.col("_src").is_null()
@@ -89,48 +90,65 @@ def assign_sources(df: pl.DataFrame, parsers: ParserSet, default_program: str | 
     return df.drop("hint")
 
 
+def _program_table(programs: pl.Series, parsers: ParserSet) -> pl.DataFrame:
+    """Per distinct program name: its source, base name, daemon and service.
+
+    A chunk has a few dozen distinct programs, so the regex work on program
+    names runs on those only and is joined back.
+    """
+    base = pl.col("program").str.extract(_PROG_BASE)
+    return programs.unique().to_frame("program").with_columns(
+        _program_source(base, parsers).alias("_psrc"),
+        base.alias("_pbase"),
+        pl.col("program").str.split("/").list.last().str.extract(_DAEMON).fill_null("").alias("daemon"),
+        pl.col("program").str.extract(r"^[^/]+/(.+)/[^/]+$").alias("service"),
+    )
+
+
+def _update_rows(df: pl.DataFrame, rows: pl.Series, new: pl.DataFrame) -> pl.DataFrame:
+    """``df`` with the columns of ``new`` set at ``rows`` (null values in ``new`` keep the old one)."""
+    cols = []
+    for name in new.columns:
+        value = new[name]
+        if name in df.columns:
+            old = df[name].gather(rows)
+            value = value.cast(old.dtype, strict=False).fill_null(old)
+            cols.append(df[name].scatter(rows, value))
+        else:
+            cols.append(pl.repeat(None, df.height, dtype=value.dtype, eager=True).scatter(rows, value).alias(name))
+    return df.with_columns(cols)
+
+
 def _prepare(df: pl.DataFrame, parsers: ParserSet) -> pl.DataFrame:
     """Per source, on its rows only: main_programs rule, prefix strip (captures become columns).
 
-    Then ``daemon`` (last part of the program name, unless a prefix captured it)
-    and ``service`` (the middle of ``postfix/submission/smtpd``) for every row.
+    ``daemon`` (last part of the program name) and ``service`` (the middle of
+    ``postfix/submission/smtpd``) come from the program table; a prefix that
+    captures them wins. Work on one source's rows is done on those rows only
+    (gathered, then scattered back): when/then would evaluate every row.
     """
     msg = pl.col("message")
-    captured: dict[str, list[pl.Expr]] = {}
-    rewritten, prefixed, lengths = [], [], []
     for name, sdef in parsers.sources.items():
-        mine = pl.col("_src") == name
+        if not sdef.main_programs and sdef.prefix is None:
+            continue
+        rows = df.select((pl.col("_src") == name).arg_true())[:, 0]
+        if not rows.len():
+            continue
+        sub = df[rows]
         if sdef.main_programs:
-            # Masked to this source's rows (null elsewhere) so string work skips the others.
-            prog = pl.when(mine).then(pl.col("program"))
-            other = pl.when(~prog.str.extract(_PROG_BASE).is_in(list(sdef.main_programs))).then(prog)
-            rewritten.append(other + ": " + msg)
+            other = ~pl.col("_pbase").is_in(list(sdef.main_programs)) & pl.col("program").is_not_null()
+            sub = sub.with_columns(pl.when(other).then(pl.col("program") + ": " + msg).otherwise(msg).alias("message"))
+        new = sub.select(msg)
         if sdef.prefix is not None:
-            tag = f"_pfx_{name}"
-            prefixed.append(pl.when(mine).then(msg).str.extract_groups(
-                "^(?P<_prefix>" + sdef.prefix.regex[1:] + ")").alias(tag))
-            g = pl.col(tag).struct
-            lengths.append(g.field("_prefix").str.len_chars())
+            groups = sub.select(msg.str.extract_groups(
+                ascii_classes("^(?P<_prefix>" + sdef.prefix.regex[1:] + ")")).alias("g")).unnest("g")
+            # one column may be captured under two group names (user, user__2): first non-null wins
+            merged = {"message": sub["message"].str.slice(groups["_prefix"].str.len_chars().fill_null(0))}
             for group, column in sdef.prefix.groups.items():
-                captured.setdefault(column, []).append(g.field(group))
-    if rewritten:
-        df = df.with_columns(pl.coalesce(*rewritten, msg).alias("message"))
-    if prefixed:
-        df = df.with_columns(prefixed).with_columns(msg.str.slice(pl.coalesce(*lengths).fill_null(0)))
-    # daemon and service depend on the program name only: computed once per distinct name.
-    progs = df.select(pl.col("program").unique()).with_columns(
-        pl.col("program").str.split("/").list.last().str.extract(_DAEMON).fill_null("").alias("_daemon"),
-        pl.col("program").str.extract(r"^[^/]+/(.+)/[^/]+$").alias("_service"),
-    )
-    df = df.join(progs, on="program", how="left", maintain_order="left", nulls_equal=True)
-    # prefix captures win over the program name, and fill gaps in header columns (pid).
-    df = df.with_columns(
-        pl.coalesce(*captured.pop("daemon", []), pl.col("_daemon")).alias("daemon"),
-        pl.coalesce(*captured.pop("service", []), pl.col("_service")).alias("service"),
-        *(pl.coalesce(*exprs, pl.col(c)).alias(c) if c in df.columns else pl.coalesce(*exprs).alias(c)
-          for c, exprs in captured.items()),
-    )
-    return df.drop([c for c in df.columns if c.startswith("_pfx_")] + ["_daemon", "_service"])
+                merged[column] = groups[group] if column not in merged else merged[column].fill_null(groups[group])
+            new = pl.DataFrame(merged)
+        df = _update_rows(df, rows, new)
+    return df.drop("_pbase")
 
 
 def _dispatch_classes(df: pl.DataFrame, parsers: ParserSet) -> tuple[pl.Series, list[list[tuple[str, int]]]]:

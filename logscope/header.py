@@ -31,7 +31,9 @@ import polars as pl
 MONTHS = {m: i for i, m in enumerate(
     ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
 
-_MON = r"(?P<mon>Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +(?P<day>\d{1,2})(?: (?P<year>\d{4}))? (?P<time>\d\d:\d\d:\d\d)(?:\.\d+)?"
+# The whole BSD time stamp is one group: it is taken apart once per distinct value (_BSD_PARTS).
+_MON = r"(?P<bsd>(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) +\d{1,2}(?: \d{4})? \d\d:\d\d:\d\d)(?:\.\d+)?"
+_BSD_PARTS = r"^(?P<mon>\w{3}) +(?P<day>\d{1,2})(?: (?P<year>\d{4}))? (?P<time>\S+)$"
 _ISO_T = r"(?P<iso>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
 # program names: postfix/submission/smtpd, postfix-mx2/qmgr, auth-worker(123),
 # auth(user,ip)<session>; never a Cisco tag (%ASA-...).
@@ -113,34 +115,43 @@ def _iso_to_utc(iso: pl.Expr, tz: str) -> pl.Expr:
 
 
 def _timestamps(df: pl.DataFrame, opts: HeaderOptions, anchor: datetime) -> pl.Series:
-    """UTC timestamps from the header parts, computed once per distinct value.
+    """UTC timestamps from the time stamp text (``_tstext``), computed once per distinct value.
 
     Busy logs repeat the same second thousands of times, so the date
-    arithmetic runs on the distinct keys and is joined back.
+    arithmetic runs on the distinct texts and is joined back. The text's shape
+    says its format: a month name (BSD), ``T`` or a space after the date
+    (RFC 3339, ISO with a space), 24 hex digits (TAI64N).
     """
-    keys = ["_mon", "_day", "_time", "_year", "_iso", "_isos_ts", "_tai_ts"]
-    key = pl.concat_str([pl.col(k).cast(pl.String).fill_null("") for k in keys], separator="|").alias("_k")
-    keyed = df.select(key, *keys)
-    uniq = keyed.unique("_k")
+    keyed = df.select("_tstext")
+    uniq = keyed.unique().filter(pl.col("_tstext").is_not_null())
+    t = pl.col("_tstext")
+    is_bsd = t.str.slice(0, 1).is_in(list("ADFJMNOS"))
+    uniq = uniq.with_columns(
+        pl.when(is_bsd).then(t).str.extract_groups(_BSD_PARTS).alias("_p"),
+        pl.when(~is_bsd & (t.str.slice(10, 1) == "T")).then(t).alias("_iso"),
+        pl.when(~is_bsd & (t.str.slice(10, 1) == " ")).then(t).alias("_isos_ts"),
+        pl.when(~is_bsd & (t.str.len_bytes() == 24) & (t.str.slice(4, 1) != "-")).then(t).alias("_tai_ts"),
+    ).unnest("_p").with_columns(pl.col("year").cast(pl.Int32, strict=False))
+    mon, day, time_, year_ = pl.col("mon"), pl.col("day"), pl.col("time"), pl.col("year")
     if opts.year is not None:
-        year = pl.coalesce(pl.col("_year"), pl.lit(opts.year, dtype=pl.Int32))
-        bsd = _local_to_utc(_bsd_datetime(pl.col("_mon"), pl.col("_day"), year, pl.col("_time")), opts.tz)
+        year = pl.coalesce(year_, pl.lit(opts.year, dtype=pl.Int32))
+        bsd = _local_to_utc(_bsd_datetime(mon, day, year, time_), opts.tz)
     else:
         y = pl.lit(anchor.year, dtype=pl.Int32)
-        this_year = _local_to_utc(_bsd_datetime(pl.col("_mon"), pl.col("_day"), pl.coalesce(pl.col("_year"), y), pl.col("_time")), opts.tz)
-        last_year = _local_to_utc(_bsd_datetime(pl.col("_mon"), pl.col("_day"), y - 1, pl.col("_time")), opts.tz)
+        this_year = _local_to_utc(_bsd_datetime(mon, day, pl.coalesce(year_, y), time_), opts.tz)
+        last_year = _local_to_utc(_bsd_datetime(mon, day, y - 1, time_), opts.tz)
         limit = pl.lit(anchor.astimezone(timezone.utc).replace(tzinfo=None)).dt.replace_time_zone("UTC") + pl.duration(days=1)
-        bsd = pl.when(pl.col("_year").is_null() & (this_year > limit)).then(last_year).otherwise(this_year)
+        bsd = pl.when(year_.is_null() & (this_year > limit)).then(last_year).otherwise(this_year)
     tai_secs = pl.col("_tai_ts").str.slice(1, 15).str.to_integer(base=16, strict=False) - 10
     tai_ts = pl.from_epoch(tai_secs, time_unit="s").dt.cast_time_unit("us").dt.replace_time_zone("UTC")
     isos_ts = _local_to_utc(pl.col("_isos_ts").str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S%.f", strict=False), opts.tz)
     uniq = uniq.with_columns(pl.coalesce(
-        pl.when(pl.col("_mon").is_not_null()).then(bsd),
+        pl.when(mon.is_not_null()).then(bsd),
         pl.when(pl.col("_iso").is_not_null()).then(_iso_to_utc(pl.col("_iso"), opts.tz)),
         pl.when(pl.col("_isos_ts").is_not_null()).then(isos_ts),
         pl.when(pl.col("_tai_ts").is_not_null()).then(tai_ts),
     ).alias("ts"))
-    return keyed.select("_k").join(uniq.select("_k", "ts"), on="_k", how="left", maintain_order="left")["ts"]
+    return keyed.join(uniq.select("_tstext", "ts"), on="_tstext", how="left", maintain_order="left")["ts"]
 
 
 def parse_header(lines: pl.DataFrame, opts: HeaderOptions) -> pl.DataFrame:
@@ -168,7 +179,7 @@ def parse_header(lines: pl.DataFrame, opts: HeaderOptions) -> pl.DataFrame:
     df = df.with_columns(
         _groups(L.str.slice(0, pl.col("_cut")), synt & pl.col("_cut").is_not_null(), _PRE).alias("_pre"),
     ).unnest("_pre")
-    pre_ok = pl.col("time").is_not_null() | pl.col("iso").is_not_null()
+    pre_ok = pl.col("bsd").is_not_null() | pl.col("iso").is_not_null()
     # "host : msg" (Cisco) leaves a trailing space before ": ": that token is the host.
     host_only = pre_ok & pl.col("host").is_null() & L.str.slice(0, pl.col("_cut")).str.ends_with(" ")
     df = df.with_columns(
@@ -196,10 +207,8 @@ def parse_header(lines: pl.DataFrame, opts: HeaderOptions) -> pl.DataFrame:
             .when(f("_isos", "rpid").is_not_null() | f("_rsp1", "pid").is_not_null()).then(pl.lit("rspamd"))
             .otherwise(none)) if have & {"_isos", "_rsp1"} else none
     df = df.with_columns(
-        pl.coalesce(pl.col("mon"), f("_nop", "mon"), f("_rsp1", "mon")).alias("_mon"),
-        pl.coalesce(pl.col("day"), f("_nop", "day"), f("_rsp1", "day")).alias("_day"),
-        pl.coalesce(pl.col("time"), f("_nop", "time"), f("_rsp1", "time")).alias("_time"),
-        pl.coalesce(pl.col("year"), f("_nop", "year")).cast(pl.Int32, strict=False).alias("_year"),
+        pl.coalesce(pl.col("bsd"), f("_nop", "bsd"), f("_rsp1", "bsd"), pl.col("iso"), f("_5424", "iso"),
+                    f("_isos", "isos"), f("_tai", "tai")).alias("_tstext"),
         pl.coalesce(pl.col("host"), f("_nop", "host"), f("_isos", "host"), f("_5424", "host"), f("_rsp1", "host")).alias("host"),
         pl.coalesce(pl.col("prog"), f("_isos", "prog"), f("_isos", "dprog"), f("_5424", "prog"), f("_tai", "prog"),
                     pl.when(f("_isos", "rpid").is_not_null() | f("_rsp1", "pid").is_not_null()).then(pl.lit("rspamd"))).alias("program"),
@@ -208,9 +217,6 @@ def parse_header(lines: pl.DataFrame, opts: HeaderOptions) -> pl.DataFrame:
         pl.coalesce(pl.col("msg"), f("_nop", "msg"), isos_worker, f("_5424", "msg"), f("_tai", "msg"), rsp1_msg, L).alias("message"),
         f("_isos", "dlevel").replace_strict(_LEVELS, default=None, return_dtype=pl.String).alias("level"),
         hint.alias("hint"),
-        pl.coalesce(pl.col("iso"), f("_5424", "iso")).alias("_iso"),
-        f("_isos", "isos").alias("_isos_ts"),
-        f("_tai", "tai").alias("_tai_ts"),
     )
     df = df.with_columns(_timestamps(df, opts, anchor).alias("ts"))
     # Bare messages: "prog: msg" where prog may be a known daemon (the engine decides).
