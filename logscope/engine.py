@@ -105,6 +105,11 @@ def _program_table(programs: pl.Series, parsers: ParserSet) -> pl.DataFrame:
     )
 
 
+def _full(value, n: int, dtype) -> pl.Series:
+    """A column of ``n`` times ``value`` (``new_from_index``: 30x cheaper than ``pl.repeat``)."""
+    return pl.Series("", [value], dtype=dtype).new_from_index(0, n)
+
+
 def _update_rows(df: pl.DataFrame, rows: pl.Series, new: pl.DataFrame) -> pl.DataFrame:
     """``df`` with the columns of ``new`` set at ``rows`` (null values in ``new`` keep the old one)."""
     cols = []
@@ -115,7 +120,7 @@ def _update_rows(df: pl.DataFrame, rows: pl.Series, new: pl.DataFrame) -> pl.Dat
             value = value.cast(old.dtype, strict=False).fill_null(old)
             cols.append(df[name].scatter(rows, value))
         else:
-            cols.append(pl.repeat(None, df.height, dtype=value.dtype, eager=True).scatter(rows, value).alias(name))
+            cols.append(_full(None, df.height, value.dtype).scatter(rows, value).alias(name))
     return df.with_columns(cols)
 
 
@@ -262,13 +267,13 @@ def _match(df: pl.DataFrame, parsers: ParserSet) -> tuple[pl.Series, dict[str, p
             s = groups[group] if every else groups[group].filter(hit)
             cols[column] = s if column not in cols else cols[column].fill_null(s)
         for column, value in ev.constants.items():
-            const = pl.repeat(value, k, dtype=pl.String, eager=True)
+            const = _full(value, k, pl.String)
             cols[column] = cols[column].fill_null(const) if column in cols else const
         for column, s in cols.items():
             pieces.setdefault(column, []).append((rows, s))
     # kind: one small u32 code per row, then a lookup into the names.
     names = kinds + ["unparsed"]
-    code = pl.repeat(len(kinds), n, dtype=pl.UInt32, eager=True)
+    code = _full(len(kinds), n, pl.UInt32)
     for j, rows in enumerate(kind_rows):
         code = code.scatter(rows, j)
     kind = pl.Series("kind", names, dtype=pl.String).gather(code)
@@ -276,7 +281,7 @@ def _match(df: pl.DataFrame, parsers: ParserSet) -> tuple[pl.Series, dict[str, p
     for column, parts in pieces.items():
         rows = pl.concat([r for r, _ in parts]) if len(parts) > 1 else parts[0][0]
         vals = pl.concat([v for _, v in parts]) if len(parts) > 1 else parts[0][1]
-        fields[column] = pl.repeat(None, n, dtype=vals.dtype, eager=True).scatter(rows, vals).alias(column)
+        fields[column] = _full(None, n, vals.dtype).scatter(rows, vals).alias(column)
     return kind, fields
 
 
