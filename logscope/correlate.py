@@ -10,7 +10,11 @@
   the end of a chunk are carried into the next one, and sessions never closed
   expire after ``max_age``.
 
-Both tolerate input that starts or ends in the middle of a unit and count
+* ``SmtpTls``: postfix smtp deliveries with the TLS session their process
+  established to the same relay just before; the last session per process is
+  carried across chunks.
+
+All tolerate input that starts or ends in the middle of a unit and count
 what they could not attribute instead of guessing.
 """
 
@@ -25,7 +29,55 @@ _MSG_KINDS = ["smtpd_client", "pickup", "qmgr_from", "qmgr_removed", "cleanup_me
 
 
 def _kind_is(*kinds: str) -> pl.Expr:
-    return pl.col("kind").cast(pl.String).is_in(list(kinds))
+    return pl.col("kind").is_in(list(kinds))
+
+
+_TLS_COLS = {"_tls_relay": "relay_host", "_trust": "tls_trust", "_proto": "tls_protocol", "_cipher": "tls_cipher"}
+
+
+class SmtpTls:
+    """Outbound smtp deliveries with ``tls_trust``/``tls_protocol``/``tls_cipher`` (null = plaintext).
+
+    postfix logs ``Trusted TLS connection established to mx[ip]:25: TLSv1.3 ...``
+    once per connection and then the deliveries over it, all from the same
+    smtp process; a delivery to that relay by that process used that session.
+    The session of each process is carried into the next chunk (the TLS line
+    may end one chunk and the delivery start the next) and forgotten after
+    ``max_age`` without use, so state stays bounded by live smtp processes.
+    """
+
+    def __init__(self, max_age: timedelta = timedelta(hours=1)):
+        self.max_age = max_age
+        self.last = pl.DataFrame(schema={"host": pl.String, "pid": pl.Int64, **{c: pl.String for c in _TLS_COLS},
+                                         "_seen": pl.Datetime("us", "UTC")})
+
+    def feed(self, events: pl.DataFrame) -> pl.DataFrame:
+        rows = events.filter((pl.col("source") == "postfix") & (pl.col("daemon") == "smtp")
+                             & _kind_is("tls_out", "delivery")).select(
+            "ts", "host", "pid", pl.col("kind").cast(pl.String), "relay_host", "relay_ip",
+            pl.col("tls_trust").cast(pl.String), "tls_protocol", "tls_cipher", "status", "transport")
+        if rows.height == 0:
+            return rows
+        is_tls = pl.col("kind") == "tls_out"
+        rows = rows.with_row_index("_i").with_columns(
+            *(pl.when(is_tls).then(pl.col(src)).alias(dst) for dst, src in _TLS_COLS.items()),
+            pl.when(is_tls).then(pl.col("ts")).alias("_seen"))
+        # the carried sessions go first in each process's run, so forward fill continues them
+        carried = self.last.with_columns(pl.lit(None, pl.UInt32).alias("_i"))
+        both = pl.concat([carried, rows], how="diagonal_relaxed").with_columns(
+            *(pl.col(c).forward_fill().over(["host", "pid"]) for c in [*_TLS_COLS, "_seen"]))
+        both = both.with_columns(pl.when(pl.col("kind") == "delivery").then(pl.col("ts")).otherwise(pl.col("_seen"))
+                                 .forward_fill().over(["host", "pid"]).alias("_used"))
+        newest = both["ts"].max()
+        self.last = (both.filter(pl.col("_tls_relay").is_not_null()).group_by("host", "pid").agg(
+            *(pl.col(c).last() for c in _TLS_COLS), pl.col("_used").max().alias("_seen"))
+            .filter(pl.col("_seen") >= newest - self.max_age if newest is not None else pl.lit(True)))
+        same = pl.col("_tls_relay") == pl.col("relay_host")
+        return both.filter(pl.col("_i").is_not_null() & (pl.col("kind") == "delivery")).sort("_i").with_columns(
+            pl.when(same).then(pl.col("_trust")).alias("tls_trust"),
+            pl.when(same).then(pl.col("_proto")).alias("tls_protocol"),
+            pl.when(same).then(pl.col("_cipher")).alias("tls_cipher"),
+        ).select(rows.columns[1:12])
 
 
 class PostfixMessages:

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import polars as pl
 
 from . import __version__
-from .correlate import PostfixMessages, SmtpdSessions, dovecot_sessions, exim_messages
+from .correlate import PostfixMessages, SmtpdSessions, SmtpTls, dovecot_sessions, exim_messages
 from .views import insights, merge, rejects, tls, traffic
 
 _MERGE_EVERY = 8  # partial tables kept per view before they are added up
@@ -48,6 +48,7 @@ class Report:
         self.insight_options = insight_options or insights.Options()
         self.messages = PostfixMessages()
         self.sessions = SmtpdSessions()
+        self.smtp_tls = SmtpTls()
         self.exim = exim_messages()
         self.imap = dovecot_sessions()
         self.units = {"exim_messages": [], "dovecot_sessions": []}
@@ -86,9 +87,10 @@ class Report:
         sessions = self.sessions.feed(events)
         self._units(events)
         self._keep("traffic", traffic.partial(events, tracked))
-        self._keep("tls", tls.partial(events, sessions))
+        outbound = self.smtp_tls.feed(events)
+        self._keep("tls", tls.partial(events, sessions, outbound))
         self._keep("rejects", rejects.partial(events, self.classes))
-        self._keep("insights", insights.partial(events, sessions, self.insight_options))
+        self._keep("insights", insights.partial(events, sessions, self.insight_options, outbound))
 
     def _units(self, events: pl.DataFrame, final: bool = False) -> None:
         """exim messages and dovecot sessions, reduced at once to additive counts."""

@@ -323,7 +323,7 @@ SMTPD_SERVICES = {"smtp": "smtp", "25": "smtp", "submission": "submission", "587
 
 
 def _kind_is(*kinds: str) -> pl.Expr:
-    return pl.col("kind").cast(pl.String).is_in(list(kinds)).fill_null(False)
+    return pl.col("kind").is_in(list(kinds)).fill_null(False)
 
 
 def tls_expr() -> pl.Expr:

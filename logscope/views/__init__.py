@@ -6,7 +6,7 @@ merges the partials with ``merge`` and finishes them once at the end, so
 memory depends on the number of distinct keys, never on the number of lines.
 
 Merge rule, by column name: ``first_seen``/``*_min`` take the minimum,
-``last_seen``/``*_max`` the maximum, ``example`` the first non-null value,
+``last_seen``/``*_max`` the maximum, ``example`` the smallest value (the same on every run),
 other numeric columns are summed, and every remaining column is a key.
 """
 
@@ -24,7 +24,7 @@ def _agg_for(name: str, dtype: pl.DataType) -> pl.Expr | None:
     if name == "last_seen" or name.endswith("_max"):
         return pl.col(name).max()
     if name == "example":
-        return pl.col(name).drop_nulls().first()
+        return pl.col(name).min()
     if isinstance(dtype, _NUMERIC) or dtype in _NUMERIC:
         return pl.col(name).sum()
     return None
@@ -53,8 +53,15 @@ def count(df: pl.DataFrame, keys: list[str], name: str = "count") -> pl.DataFram
                                  pl.col("ts").min().alias("first_seen"), pl.col("ts").max().alias("last_seen"))
 
 
+def ranked(df: pl.DataFrame, by: str = "count", top: int | None = None) -> pl.DataFrame:
+    """Largest ``by`` first; ties in the order of the other (scalar) columns, so a report is the same on every run."""
+    ties = [c for c, t in df.schema.items() if c != by and not isinstance(t, (pl.List, pl.Struct, pl.Array))]
+    out = df.sort([by, *ties], descending=[True] + [False] * len(ties), nulls_last=True)
+    return out if top is None else out.head(top)
+
+
 def of_kind(events: pl.DataFrame, *kinds: str) -> pl.DataFrame:
-    return events.filter(pl.col("kind").cast(pl.String).is_in(list(kinds)))
+    return events.filter(pl.col("kind").is_in(list(kinds)))
 
 
 def network(ip: pl.Expr) -> pl.Expr:

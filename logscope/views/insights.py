@@ -132,7 +132,7 @@ class Options:
 # ----------------------------------------------------------------- helpers --
 
 def _kind(*kinds: str) -> pl.Expr:
-    return pl.col("kind").cast(pl.String).is_in(list(kinds))
+    return pl.col("kind").is_in(list(kinds))
 
 
 def _cut(expr: pl.Expr, n: int = MAX_TEXT) -> pl.Expr:
@@ -263,8 +263,10 @@ def relevant(events: pl.DataFrame) -> pl.DataFrame:
     return events.select(COLUMNS_USED).filter(keep).with_columns(pl.col("kind", "source").cast(pl.String))
 
 
-def partial(events: pl.DataFrame, sessions: pl.DataFrame, opts: Options | None = None) -> dict[str, pl.DataFrame]:
-    """Additive tables of one chunk; ``sessions`` is ``SmtpdSessions.feed`` of the same chunk."""
+def partial(events: pl.DataFrame, sessions: pl.DataFrame, opts: Options | None = None,
+            outbound: pl.DataFrame | None = None) -> dict[str, pl.DataFrame]:
+    """Additive tables of one chunk; ``sessions`` and ``outbound`` are ``SmtpdSessions.feed`` and
+    ``SmtpTls.feed`` of the same chunk."""
     out: dict[str, pl.DataFrame] = {}
     events = relevant(events)
     sess = None
@@ -275,7 +277,7 @@ def partial(events: pl.DataFrame, sessions: pl.DataFrame, opts: Options | None =
             # a login: SASL succeeded (auth=1 on disconnect, or a method with no failure)
             ((pl.col("auth_ok").fill_null(0) > 0)
              | (pl.col("sasl_method").is_not_null() & (pl.col("auth_failures") == 0))).alias("sasl_login"))
-    out.update(_tls_partial(events, sess))
+    out.update(_tls_partial(events, sess, outbound))
     out.update(_auth_partial(events, sess))
     out.update(_ip_partial(events, sess))
     verdicts = events.filter((pl.col("source") == "rspamd") & (pl.col("kind") == "rspamd_verdict"))
@@ -287,7 +289,7 @@ def partial(events: pl.DataFrame, sessions: pl.DataFrame, opts: Options | None =
     return out
 
 
-def _tls_partial(events: pl.DataFrame, sess: pl.DataFrame | None) -> dict[str, pl.DataFrame]:
+def _tls_partial(events: pl.DataFrame, sess: pl.DataFrame | None, ob: pl.DataFrame | None) -> dict[str, pl.DataFrame]:
     # raw rows from each source first; peer() and protocol() then run once per chunk (their regexes cost
     # more to compile than to run over a chunk's rows)
     parts = []
@@ -313,8 +315,9 @@ def _tls_partial(events: pl.DataFrame, sess: pl.DataFrame | None) -> dict[str, p
             pl.col("tls_cipher").alias("cipher"),
             pl.when(inbound).then(pl.lit(1, pl.Int64)).otherwise(pl.lit(None, pl.Int64)).alias("sessions"),
             pl.lit(1, pl.Int64).alias("messages"), pl.col("ts").alias("first_seen"), pl.col("ts").alias("last_seen")))
-    ob = _postfix_outbound(events)
-    if ob.height:
+    if ob is not None:
+        ob = ob.filter(pl.col("relay_ip").is_not_null() & ~is_loopback(pl.col("relay_ip")))
+    if ob is not None and ob.height:
         parts.append(ob.select(
             pl.lit("out").alias("direction"), pl.col("relay_host").alias("host"), pl.col("relay_ip").alias("ip"),
             pl.col("tls_protocol").fill_null("plaintext").alias("protocol"), pl.col("tls_cipher").alias("cipher"),
@@ -323,30 +326,14 @@ def _tls_partial(events: pl.DataFrame, sess: pl.DataFrame | None) -> dict[str, p
     out: dict[str, pl.DataFrame] = {}
     parts = [p.select(raw) for p in parts if p.height]
     if parts:
-        out["tls_peers"] = pl.concat(parts, how="vertical_relaxed").group_by(
+        sums = [pl.col("sessions").sum(), pl.col("messages").sum(), pl.col("first_seen").min(), pl.col("last_seen").max()]
+        # added up by the raw values first: peer() and protocol() then run on distinct values only
+        raw_sums = pl.concat(parts, how="vertical_relaxed").group_by("direction", "host", "ip", "protocol", "cipher").agg(sums)
+        out["tls_peers"] = raw_sums.group_by(
             "direction", peer(pl.col("host"), pl.col("ip")).alias("peer"), protocol(pl.col("protocol")).alias("protocol"),
-            _cut(pl.col("cipher"), 80).alias("cipher")).agg(
-            pl.col("sessions").sum(), pl.col("messages").sum(), pl.col("first_seen").min(), pl.col("last_seen").max())
+            _cut(pl.col("cipher"), 80).alias("cipher")).agg(sums)
     out["tls_failures"] = _tls_failures(events)
     return out
-
-
-def _postfix_outbound(events: pl.DataFrame) -> pl.DataFrame:
-    """postfix smtp deliveries to a remote address, with the protocol and cipher of the TLS session the
-    same smtp process established to the same relay before (null: plaintext)."""
-    rows = events.filter((pl.col("source") == "postfix") & (pl.col("daemon") == "smtp") & _kind("tls_out", "delivery")).select(
-        "ts", "host", "pid", pl.col("kind").cast(pl.String), "relay_host", "relay_ip", "tls_protocol", "tls_cipher")
-    if rows.height == 0:
-        return rows
-    is_tls = pl.col("kind") == "tls_out"
-    rows = rows.with_columns(
-        *(pl.when(is_tls).then(pl.col(c)).forward_fill().over(["host", "pid"]).alias("_" + c)
-          for c in ("relay_host", "tls_protocol", "tls_cipher")))
-    same = pl.col("_relay_host") == pl.col("relay_host")
-    return rows.filter((pl.col("kind") == "delivery") & pl.col("relay_ip").is_not_null()
-                       & ~is_loopback(pl.col("relay_ip"))).with_columns(
-        pl.when(same).then(pl.col("_tls_protocol")).alias("tls_protocol"),
-        pl.when(same).then(pl.col("_tls_cipher")).alias("tls_cipher"))
 
 
 _DOVECOT_TLS_FAIL = r"TLS handshaking|SSL_\w+\(\) (?:syscall )?failed"
@@ -514,14 +501,14 @@ def rspamd_symbols(verdicts: pl.DataFrame) -> pl.DataFrame:
 def _count_texts(rows: pl.DataFrame, keys: list[str], text: str = "rule") -> pl.DataFrame:
     """Hits per ``keys`` and normalised ``text``: counted per distinct raw text first, so that each text is
     normalised once (``_norm`` says how: postfix rule texts keep addresses and numbers, their ids)."""
-    # maintain_order: the example is the first in input order, as merge() keeps it across chunks
+    # the example is the smallest text: the same whatever the chunking, as merge() keeps it
     raw = rows.group_by([*keys, "_norm", text], maintain_order=True).agg(
-        pl.len().cast(pl.Int64).alias("count"), pl.col("example").drop_nulls().first(),
+        pl.len().cast(pl.Int64).alias("count"), pl.col("example").min(),
         pl.col("ts").min().alias("first_seen"), pl.col("ts").max().alias("last_seen"))
     norm = pl.when(pl.col("_norm") == "postfix").then(normalise(pl.col(text), None, addresses=False)) \
         .when(pl.col("_norm") == "exim").then(normalise(pl.col(text), r"\d{4,}")).otherwise(normalise(pl.col(text)))
     return raw.with_columns(norm.alias(text)).group_by([*keys, text], maintain_order=True).agg(
-        pl.col("count").sum(), pl.col("example").drop_nulls().first(), pl.col("first_seen").min(), pl.col("last_seen").max())
+        pl.col("count").sum(), pl.col("example").min(), pl.col("first_seen").min(), pl.col("last_seen").max())
 
 
 def _blocklist_partial(events: pl.DataFrame, rs: pl.DataFrame, syms: pl.DataFrame | None) -> dict[str, pl.DataFrame]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from . import count, network
+from . import count, network, ranked
 
 REJECT_KINDS = ("reject", "milter_action", "cleanup_action", "exim_reject", "postscreen_violation",
                 "postscreen_pregreet", "postscreen_dnsbl", "postscreen_listed")
@@ -18,7 +18,7 @@ MAIL_PORTS = (25, 465, 587, 993, 995, 143, 110)
 
 
 def _kind(*kinds: str) -> pl.Expr:
-    return pl.col("kind").cast(pl.String).is_in(list(kinds))
+    return pl.col("kind").is_in(list(kinds))
 
 
 def reject_rows(events: pl.DataFrame, classes) -> pl.DataFrame:
@@ -40,7 +40,7 @@ def partial(events: pl.DataFrame, classes) -> dict[str, pl.DataFrame]:
                              .otherwise(pl.col("source").cast(pl.String)).alias("origin"),
                              pl.col("stage").fill_null("-"))
         out["classes"] = rj.group_by("reject_class", "stage", "origin").agg(
-            pl.len().cast(pl.Int64).alias("count"), pl.col("reply").drop_nulls().first().str.slice(0, 200).alias("example"),
+            pl.len().cast(pl.Int64).alias("count"), pl.col("reply").str.slice(0, 200).min().alias("example"),
             pl.col("ts").min().alias("first_seen"), pl.col("ts").max().alias("last_seen"))
         out["rbl_zones"] = count(rj.filter(pl.col("rbl_zone").is_not_null()), ["rbl_zone"])
         out["spam_ips"] = count(rj.filter(pl.col("client_ip").is_not_null()), ["client_ip"])
@@ -84,19 +84,19 @@ def finish(m: dict[str, pl.DataFrame], top: int, blocklist: bool = False) -> dic
     cl = m.get("classes", pl.DataFrame())
     total = int(cl["count"].sum()) if cl.height else 0
     if cl.height:
-        by = cl.group_by("reject_class").agg(pl.col("count").sum(), pl.col("example").drop_nulls().first(),
-                                            pl.col("first_seen").min(), pl.col("last_seen").max()).sort("count", descending=True)
+        by = cl.group_by("reject_class").agg(pl.col("count").sum(), pl.col("example").min(),
+                                            pl.col("first_seen").min(), pl.col("last_seen").max()).pipe(ranked)
         res["reject_classes"] = [dict(r, pct=round(100 * r["count"] / total, 1)) for r in _ts(by).to_dicts()]
-        res["reject_by_stage"] = cl.group_by("stage").agg(pl.col("count").sum()).sort("count", descending=True).to_dicts()
-        res["reject_by_origin"] = cl.group_by("origin").agg(pl.col("count").sum()).sort("count", descending=True).to_dicts()
-        res["reject_detail"] = _ts(cl.sort("count", descending=True)).to_dicts()
+        res["reject_by_stage"] = cl.group_by("stage").agg(pl.col("count").sum()).pipe(ranked).to_dicts()
+        res["reject_by_origin"] = cl.group_by("origin").agg(pl.col("count").sum()).pipe(ranked).to_dicts()
+        res["reject_detail"] = _ts(ranked(cl)).to_dicts()
     res["rejects_total"] = total
     for name in ("rbl_zones", "spam_ips", "spam_helos"):
         df = m.get(name, pl.DataFrame())
-        res[name] = _ts(df.sort("count", descending=True).head(top)).to_dicts() if df.height else []
+        res[name] = _ts(ranked(df, "count", top)).to_dicts() if df.height else []
     nets = m.get("spam_ips", pl.DataFrame())
     res["spam_networks"] = (nets.with_columns(network(pl.col("client_ip")).alias("network")).group_by("network")
-                            .agg(pl.col("count").sum(), pl.len().alias("ips")).sort("count", descending=True).head(top).to_dicts()) if nets.height else []
+                            .agg(pl.col("count").sum(), pl.len().alias("ips")).pipe(ranked, "count", top).to_dicts()) if nets.height else []
     doms = pl.concat([d for d in (m.get("spam_domains"), m.get("flagged_domains")) if d is not None and d.height], how="diagonal_relaxed") \
         if any(d is not None and d.height for d in (m.get("spam_domains"), m.get("flagged_domains"))) else pl.DataFrame()
     if doms.height:
@@ -116,13 +116,13 @@ def finish(m: dict[str, pl.DataFrame], top: int, blocklist: bool = False) -> dic
         res["spam_domains"] = []
     for name in ("auth_ips", "auth_users"):
         df = m.get(name, pl.DataFrame())
-        res[name] = _ts(df.sort("count", descending=True).head(top)).to_dicts() if df.height else []
+        res[name] = _ts(ranked(df, "count", top)).to_dicts() if df.height else []
     fw = {}
     for name in ("fw_denies", "fw_mail_conns", "fw_failover"):
         df = m.get(name, pl.DataFrame())
-        fw[name.removeprefix("fw_")] = _ts(df.sort("count", descending=True).head(top)).to_dicts() if df.height else []
+        fw[name.removeprefix("fw_")] = _ts(ranked(df, "count", top)).to_dicts() if df.height else []
     den = m.get("fw_denies", pl.DataFrame())
-    fw["denies_by_port"] = den.group_by("port").agg(pl.col("count").sum()).sort("count", descending=True).head(top).to_dicts() if den.height else []
+    fw["denies_by_port"] = den.group_by("port").agg(pl.col("count").sum()).pipe(ranked, "count", top).to_dicts() if den.height else []
     res["firewall"] = fw
     return res
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import polars as pl
 
-from . import count
+from . import count, ranked
 
 IMPLICIT_TLS = ("smtps", "submissions")
 
 
 def _kind(*kinds: str) -> pl.Expr:
-    return pl.col("kind").cast(pl.String).is_in(list(kinds))
+    return pl.col("kind").is_in(list(kinds))
 
 
 def session_flags(sessions: pl.DataFrame) -> pl.DataFrame:
@@ -36,29 +36,8 @@ def session_flags(sessions: pl.DataFrame) -> pl.DataFrame:
     ).with_columns((pl.col("sasl") & ~pl.col("tls")).alias("sasl_without_tls"))
 
 
-def outbound(events: pl.DataFrame, carry: dict | None = None) -> pl.DataFrame:
-    """smtp deliveries (lmtp is local) with a ``tls_trust`` (null = plaintext), by process and relay."""
-    rows = events.filter((pl.col("source") == "postfix") & (pl.col("daemon") == "smtp")
-                         & _kind("tls_out", "delivery")).select(
-        "ts", "host", "pid", pl.col("kind").cast(pl.String), "relay_host", pl.col("tls_trust").cast(pl.String),
-        "tls_protocol", "status",
-        pl.col("transport"))
-    if rows.height == 0:
-        return rows
-    is_tls = pl.col("kind") == "tls_out"
-    rows = rows.with_columns(
-        pl.when(is_tls).then(pl.col("relay_host")).forward_fill().over(["host", "pid"]).alias("_tls_relay"),
-        pl.when(is_tls).then(pl.col("tls_trust")).forward_fill().over(["host", "pid"]).alias("_trust"),
-        pl.when(is_tls).then(pl.col("tls_protocol")).forward_fill().over(["host", "pid"]).alias("_proto"),
-    )
-    same = pl.col("_tls_relay") == pl.col("relay_host")
-    return rows.filter(pl.col("kind") == "delivery").with_columns(
-        pl.when(same).then(pl.col("_trust")).alias("tls_trust"),
-        pl.when(same).then(pl.col("_proto")).alias("tls_protocol"),
-    ).drop("_tls_relay", "_trust", "_proto")
-
-
-def partial(events: pl.DataFrame, sessions: pl.DataFrame) -> dict[str, pl.DataFrame]:
+def partial(events: pl.DataFrame, sessions: pl.DataFrame, outbound: pl.DataFrame | None = None) -> dict[str, pl.DataFrame]:
+    """``outbound`` is ``correlate.SmtpTls.feed`` of the same chunk."""
     out: dict[str, pl.DataFrame] = {}
     if sessions.height:
         s = session_flags(sessions)
@@ -75,8 +54,8 @@ def partial(events: pl.DataFrame, sessions: pl.DataFrame) -> dict[str, pl.DataFr
     out["inbound_mix"] = tin.group_by(pl.col("service").fill_null("smtp"), "tls_protocol", "tls_cipher",
                                       pl.col("tls_trust").cast(pl.String), pl.col("tls_kex").fill_null("(not logged)")).agg(
         pl.len().cast(pl.Int64).alias("count"))
-    ob = outbound(events)
-    if ob.height:
+    ob = outbound
+    if ob is not None and ob.height:
         out["outbound"] = ob.group_by(
             "host", pl.col("ts").dt.date().alias("day"), pl.col("tls_trust").fill_null("plaintext").alias("trust"),
             pl.col("tls_protocol")).agg(pl.len().cast(pl.Int64).alias("deliveries"))
@@ -113,14 +92,14 @@ def finish(m: dict[str, pl.DataFrame], top: int) -> dict:
         res["inbound_per_host"] = [dict(r, tls_pct=_share(r["tls"], r["sessions"])) for r in per_host.to_dicts()]
     mix = m.get("inbound_mix", pl.DataFrame())
     if mix.height:
-        res["inbound_protocols"] = mix.group_by("tls_protocol").agg(pl.col("count").sum()).sort("count", descending=True).to_dicts()
-        res["inbound_ciphers"] = mix.group_by("tls_cipher").agg(pl.col("count").sum()).sort("count", descending=True).head(top).to_dicts()
-        res["inbound_trust"] = mix.group_by("tls_trust").agg(pl.col("count").sum()).sort("count", descending=True).to_dicts()
-        res["inbound_key_exchange"] = mix.group_by("tls_kex").agg(pl.col("count").sum()).sort("count", descending=True).to_dicts()
+        res["inbound_protocols"] = mix.group_by("tls_protocol").agg(pl.col("count").sum()).pipe(ranked).to_dicts()
+        res["inbound_ciphers"] = mix.group_by("tls_cipher").agg(pl.col("count").sum()).pipe(ranked, "count", top).to_dicts()
+        res["inbound_trust"] = mix.group_by("tls_trust").agg(pl.col("count").sum()).pipe(ranked).to_dicts()
+        res["inbound_key_exchange"] = mix.group_by("tls_kex").agg(pl.col("count").sum()).pipe(ranked).to_dicts()
     ob = m.get("outbound", pl.DataFrame())
     if ob.height:
         total = int(ob["deliveries"].sum())
-        by = ob.group_by("trust").agg(pl.col("deliveries").sum()).sort("deliveries", descending=True)
+        by = ob.group_by("trust").agg(pl.col("deliveries").sum()).pipe(ranked, "deliveries")
         res["outbound_by_trust"] = [dict(r, pct=_share(r["deliveries"], total)) for r in by.to_dicts()]
         plain = int(ob.filter(pl.col("trust") == "plaintext")["deliveries"].sum())
         res["outbound"] = {"deliveries": total, "tls": total - plain, "tls_pct": _share(total - plain, total)}
@@ -136,6 +115,6 @@ def finish(m: dict[str, pl.DataFrame], top: int) -> dict:
         df = m.get(name, pl.DataFrame())
         if df.height:
             findings += [dict(r, finding=name, first_seen=str(r["first_seen"]), last_seen=str(r["last_seen"]))
-                         for r in df.sort("count", descending=True).head(top).to_dicts()]
+                         for r in ranked(df, "count", top).to_dicts()]
     res["findings"] = findings
     return res

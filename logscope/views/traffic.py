@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from . import count, of_kind
+from . import count, of_kind, ranked
 
 # Delay histogram bucket bounds in seconds (percentiles are read off the merged histogram).
 DELAY_BUCKETS = [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 12 * 3600,
@@ -23,7 +23,7 @@ DELAY_BUCKETS = [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600,
 
 
 def _k(*kinds: str) -> pl.Expr:
-    return pl.col("kind").cast(pl.String).is_in(list(kinds))
+    return pl.col("kind").is_in(list(kinds))
 
 
 def postfix_flags(events: pl.DataFrame) -> pl.DataFrame:
@@ -165,5 +165,5 @@ def finish(m: dict[str, pl.DataFrame], top: int) -> dict:
 def _seen(df: pl.DataFrame, top: int) -> list[dict]:
     if not df.height:
         return []
-    return df.sort("count", descending=True).head(top).with_columns(
+    return ranked(df, "count", top).with_columns(
         pl.col("first_seen").dt.strftime("%Y-%m-%dT%H:%M:%SZ"), pl.col("last_seen").dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_dicts()
