@@ -11,7 +11,20 @@ partition value, percent-encoded; a null host or a line without timestamp goes
 to ``__HIVE_DEFAULT_PARTITION__``, the Hive null marker), so DuckDB, Spark or
 polars read the tree as a plain Hive dataset. A part's name is a hash of where
 its lines came from, so writing the same lines again replaces the part instead
-of adding a copy (a crash between part and ledger write does not double-count).
+of adding a copy.
+
+Parts become visible only together with the ledger entry that accounts for
+them (:meth:`Archive._commit`): they are written as hidden temp files
+(``.part-<sha>.parquet.tmp``, which no ``*.parquet`` scan sees), then the ledger
+is saved with the change *and* a redo list of the renames, then the renames are
+done. A full disk (ENOSPC) or a crash before the ledger is saved leaves nothing
+visible and nothing recorded (the temp files are removed, at once or on the
+next open), so a later run archives those lines again; a crash after it is
+rolled forward on the next open.
+
+Reading (:func:`iter_pieces`) streams the events in time order in pieces of
+about :data:`PIECE_ROWS` events (consecutive minutes of one day), so memory
+does not grow with the size of a day.
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import lzma
 import os
@@ -34,13 +48,16 @@ import polars as pl
 from .schema import SCHEMA
 from .sources.files import SourceError, open_binary
 from .sources.follow import HEAD_BYTES, _COMPRESSED_MAGIC, head_of
-from .state import default_state_dir, write_atomic
+from .state import default_state_dir
 
 LEDGER = "_ledger.json"
 LEDGER_VERSION = 1
 NULL_PART = "__HIVE_DEFAULT_PARTITION__"
 DEFAULT_RETENTION_DAYS = 90
 PART_GLOB = "day=*/host=*/*.parquet"
+TMP_GLOB = "day=*/host=*/.*.tmp"
+PIECE_ROWS = 32_768  # events per piece read back (about one 6 MB read chunk of a log file)
+ROW_GROUP_ROWS = 16_384  # rows per Parquet row group: a piece decodes only the row groups of its minutes
 FILE_COLUMNS = [c for c in SCHEMA.names() if c != "host"]
 
 
@@ -86,7 +103,7 @@ class Archive:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             probe = self.root / ".probe"
-            write_atomic(probe, b"", durable=False)
+            probe.write_bytes(b"")
             probe.unlink()
             fd = os.open(self.root / "_lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
@@ -101,7 +118,9 @@ class Archive:
             raise ArchiveError(f"{self.root}: cannot lock: {exc.strerror or exc}") from None
         self._lock_fd = fd
         self.ledger = self._load_ledger()
+        self._finish_commit()
         self._finish_compaction()
+        self._remove_stale_temp_files()
 
     def close(self) -> None:
         if self._lock_fd is not None:
@@ -123,30 +142,102 @@ class Archive:
         return data
 
     def _save_ledger(self) -> None:
+        """Replace the ledger file (temp file, fsync, rename); :class:`LedgerNotSaved` when the old one stays."""
+        path = self.root / LEDGER
+        tmp = path.with_name(path.name + ".tmp")
         try:
-            write_atomic(self.root / LEDGER, json.dumps(self.ledger, sort_keys=True, indent=1).encode())
+            _write_file(tmp, json.dumps(self.ledger, sort_keys=True, indent=1).encode())
+            os.replace(tmp, path)
         except OSError as exc:
-            raise ArchiveError(f"{self.root / LEDGER}: cannot write: {exc.strerror or exc}") from None
+            tmp.unlink(missing_ok=True)
+            raise LedgerNotSaved(f"{path}: cannot write: {exc.strerror or exc}") from None
+        try:
+            dfd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+        except OSError as exc:  # the new ledger is in place, only its durability is in doubt
+            raise ArchiveError(f"{self.root}: cannot sync: {exc.strerror or exc}") from None
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temp parts of a run that died before its commit (we hold the lock: nobody is writing them)."""
+        for tmp in [*self.root.glob(TMP_GLOB), *self.root.glob("day=*/host=*/*.parquet.tmp")]:
+            tmp.unlink(missing_ok=True)
 
     # -- writing -------------------------------------------------------------
     def write_events(self, events: pl.DataFrame, origin: str) -> int:
         """Write ``events`` into their day/host partitions; ``origin`` names the lines (idempotent part names)."""
+        self._commit(self._stage(events, origin), {})
+        return events.height
+
+    def _stage(self, events: pl.DataFrame, origin: str) -> list[tuple[Path, Path]]:
+        """Write each day/host group of ``events`` to a hidden temp file; the (temp, final) paths.
+
+        On any error nothing stays behind (a full disk keeps no partial file) and ArchiveError is raised.
+        """
         if events.height == 0:
-            return 0
+            return []
         # a line without timestamp belongs to the day of the line before it (continuations, odd headers)
         keyed = events.with_columns(
             pl.col("ts").dt.date().forward_fill().backward_fill().cast(pl.String).alias("_day"))
-        for (day, host), part in keyed.group_by("_day", "host", maintain_order=True):
-            ddir = self.root / f"day={day or NULL_PART}" / f"host={_part_value(host)}"
-            name = f"part-{_sha(origin, day, host)}.parquet"
-            try:
+        staged: list[tuple[Path, Path]] = []
+        ddir = self.root
+        try:
+            for (day, host), part in keyed.group_by("_day", "host", maintain_order=True):
+                ddir = self.root / f"day={day or NULL_PART}" / f"host={_part_value(host)}"
+                final = ddir / f"part-{_sha(origin, day, host)}.parquet"
+                tmp = ddir / f".{final.name}.tmp"
+                staged.append((tmp, final))
                 ddir.mkdir(parents=True, exist_ok=True)
-                tmp = ddir / (name + ".tmp")
-                part.select(FILE_COLUMNS).write_parquet(tmp, compression="zstd")
-                os.replace(tmp, ddir / name)
-            except OSError as exc:
-                raise ArchiveError(f"{ddir}: cannot write: {exc.strerror or exc}") from None
-        return events.height
+                _write_parquet(part.select(FILE_COLUMNS), tmp)
+        except OSError as exc:
+            _discard(staged)
+            raise ArchiveError(f"{ddir}: cannot write: {exc.strerror or exc}") from None
+        return staged
+
+    def _commit(self, staged: list[tuple[Path, Path]], changes: dict[tuple[str, str], Any]) -> None:
+        """Make staged parts visible together with ledger ``changes`` ({(section, key): value}).
+
+        The ledger is saved first, with the changes and the list of renames still to do; then the
+        renames run. If that save fails (a full disk) the changes are undone and the temp files
+        removed: nothing is visible, nothing recorded. A crash after it is finished by the next open.
+        """
+        if not staged and not changes:
+            return
+        before = {(sec, key): self.ledger[sec].get(key, _MISSING) for sec, key in changes}
+        for (sec, key), value in changes.items():
+            self.ledger[sec][key] = value
+        if staged:
+            self.ledger["committing"] = [[str(t.relative_to(self.root)), str(f.relative_to(self.root))]
+                                         for t, f in staged]
+        try:
+            self._save_ledger()
+        except LedgerNotSaved:
+            for (sec, key), value in before.items():
+                if value is _MISSING:
+                    self.ledger[sec].pop(key, None)
+                else:
+                    self.ledger[sec][key] = value
+            self.ledger.pop("committing", None)
+            _discard(staged)
+            raise
+        if staged:
+            self._finish_commit()
+
+    def _finish_commit(self) -> None:
+        """Do the renames of a saved commit (again: each is done at most once, a missing temp file was)."""
+        job = self.ledger.get("committing")
+        if not job:
+            return
+        try:
+            for tmp, final in job:
+                if (self.root / tmp).exists():
+                    os.replace(self.root / tmp, self.root / final)
+        except OSError as exc:
+            raise ArchiveError(f"{self.root}: cannot rename archived parts: {exc.strerror or exc}") from None
+        self.ledger.pop("committing", None)
+        self._save_ledger()
 
     def ingest_file(self, path: str, parsers, header, on_error: Callable[[str], None]) -> int:
         """Archive the lines of ``path`` not archived before; the number of events added.
@@ -163,10 +254,10 @@ class Archive:
             on_error(str(exc))
             return 0
         files = self.ledger["files"]
-        entry = files.get(ident["key"])
-        if entry is None and ident["compressed"]:
-            entry = next((e for e in files.values() if e.get("head") == ident["head"]), None)
-        done = entry["lines"] if entry else 0
+        prior = files.get(ident["key"])
+        if prior is None and ident["compressed"]:
+            prior = next((e for e in files.values() if e.get("head") == ident["head"]), None)
+        done = prior["lines"] if prior else 0
         limit = ident["lines"]  # complete lines now (None: all, a compressed file does not grow)
         if limit is not None and limit <= done:
             return 0
@@ -176,8 +267,11 @@ class Archive:
             failed.append(msg)
             on_error(msg)
 
-        # chunk by chunk (memory: one chunk); after a read error the lines archived so far count
-        added, upto = 0, done
+        entry = {"path": os.path.abspath(path), "head": ident["head"], "lines": done, "size": ident["size"],
+                 "archived_at": datetime.now().astimezone().isoformat()}
+        # chunk by chunk (memory: one chunk), each chunk's parts committed with the line count they reach,
+        # so a run stopped by an error (a full disk) keeps what it archived and the next run goes on from there
+        added = 0
         try:
             for events in iter_events([path], parsers, ReadOptions(header), err):
                 cond = pl.col("line") > done
@@ -186,17 +280,17 @@ class Archive:
                 events = events.filter(cond)
                 if events.height:
                     lo, hi = events["line"].min(), events["line"].max()
-                    self.write_events(events, f"file|{ident['key']}|{lo}|{hi}")
+                    staged = self._stage(events, f"file|{ident['key']}|{lo}|{hi}")
+                    entry = dict(entry, lines=max(entry["lines"], hi))
+                    self._commit(staged, {("files", ident["key"]): entry})
                     added += events.height
-                    upto = max(upto, hi)
         except _DECODE_ERRORS as exc:
             err(f"{path}: read error: {exc}")
-        last = limit if limit is not None and not failed else upto
-        if last == done and entry is not None:
+        last = limit if limit is not None and not failed else entry["lines"]
+        if last == done and prior is not None:
             return added
-        files[ident["key"]] = {"path": os.path.abspath(path), "head": ident["head"], "lines": last,
-                               "size": ident["size"], "archived_at": datetime.now().astimezone().isoformat()}
-        self._save_ledger()
+        if files.get(ident["key"]) != dict(entry, lines=last):
+            self._commit([], {("files", ident["key"]): dict(entry, lines=last)})
         return added
 
     # -- retention and compaction -------------------------------------------
@@ -235,8 +329,11 @@ class Archive:
                 continue
             merged = pl.read_parquet(parts).sort("ts", "file", "line", nulls_last=True, maintain_order=True)
             name = ddir / f"part-{_sha('compact', *[p.name for p in parts])}.parquet"
-            tmp = name.with_name(name.name + ".tmp")
-            merged.write_parquet(tmp, compression="zstd")
+            tmp = ddir / f".{name.name}.tmp"
+            try:
+                _write_parquet(merged, tmp)
+            except OSError as exc:
+                raise ArchiveError(f"{ddir}: cannot compact: {exc.strerror or exc}") from None
             # record the swap first: a crash between rename and unlink must not leave both
             self.ledger["compacting"] = {"new": str(name.relative_to(self.root)),
                                          "old": [str(p.relative_to(self.root)) for p in parts]}
@@ -283,6 +380,52 @@ def file_identity(path: str) -> dict[str, Any]:
     return {"key": key, "head": head, "size": st.st_size, "lines": lines, "compressed": compressed}
 
 
+_MISSING = object()
+
+
+class LedgerNotSaved(ArchiveError):
+    """The ledger could not be replaced; the one on disk is unchanged."""
+
+
+def _write_parquet(df: pl.DataFrame, path: Path) -> None:
+    """``df`` as a zstd Parquet file, fsynced; OSError (with errno, e.g. ENOSPC) on failure, no file left.
+
+    polars is given a memory buffer (it reports a full disk as a ComputeError and leaves a partial file);
+    the bytes are written here so the error is the operating system's.
+    """
+    buf = io.BytesIO()
+    df.write_parquet(buf, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+    _write_file(path, buf.getvalue())
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Create ``path`` with ``data``, fsynced; on any error (ENOSPC) no file is left."""
+    view = memoryview(data)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def _discard(staged: list[tuple[Path, Path]]) -> None:
+    """Remove staged temp files and the partition directories left empty."""
+    for tmp, _ in staged:
+        tmp.unlink(missing_ok=True)
+    for ddir in {t.parent for t, _ in staged}:
+        for d in (ddir, ddir.parent):
+            try:
+                d.rmdir()
+            except OSError:  # not empty (other parts), or gone: both fine
+                pass
+
+
 class ArchiveSink:
     """A ``logscope tail`` sink that archives every batch once.
 
@@ -308,9 +451,7 @@ class ArchiveSink:
             if seen is not None and batch.end <= seen:
                 return
             mark = batch.end
-        self.archive.write_events(events, f"batch|{key}|{mark}")
-        self.archive.ledger["batches"][key] = mark
-        self.archive._save_ledger()
+        self.archive._commit(self.archive._stage(events, f"batch|{key}|{mark}"), {("batches", key): mark})
 
     def close(self) -> None:
         self.archive.apply_retention(self.retention_days)
@@ -353,26 +494,72 @@ def scan(root: Path | str | None = None, since: datetime | None = None, until: d
     return _empty() if lf is None else _events(lf)
 
 
-def iter_days(root: Path | str | None = None, since: datetime | None = None, until: datetime | None = None,
-              host: str | None = None) -> Iterator[pl.DataFrame]:
-    """The events of ``scan`` one day at a time, in time order (memory: one day's events).
+def iter_pieces(root: Path | str | None = None, since: datetime | None = None, until: datetime | None = None,
+                host: str | None = None, rows: int = PIECE_ROWS) -> Iterator[pl.DataFrame]:
+    """The events of ``scan`` in time order, in pieces of about ``rows`` events.
 
-    Lines without a timestamp anywhere near them (day partition null) come last,
-    and only when no period is given (as ``Window`` drops them too).
+    A piece is a run of whole minutes of one day (a minute with more events is
+    a piece of its own), so memory is one piece plus the Parquet row groups it
+    touches, whatever the size of the day. Per day, a first pass reads only
+    ``ts`` to count events per minute. Lines without a timestamp come after
+    their day's pieces (the partition with no day at all last), and only when
+    no period is given (as ``Window`` drops them too).
     """
     root = Path(root) if root else default_archive_dir()
     if not root.is_dir():
         raise ArchiveError(f"{root}: no archive here (run `logscope ingest` first or give --from-archive DIR)")
-    lf = _scan_raw(root, since, until, host)
-    if lf is None:
-        return
     days = sorted({d for p in root.glob("day=*") if (d := _day_of(p.name)) is not None})
+    untimed = since is None and until is None
     for day in days:
         if (since and day < since.date()) or (until and day > until.date()):
             continue
-        yield _events(lf.filter(pl.col("day") == day)).collect()
-    if since is None and until is None and (root / f"day={NULL_PART}").is_dir():
-        yield _events(lf.filter(pl.col("day").is_null())).collect()
+        lf = _scan_day(root / f"day={day.isoformat()}", since, until, host)
+        if lf is not None:
+            yield from _pieces(lf, rows, untimed)
+    if untimed:
+        lf = _scan_day(root / f"day={NULL_PART}", None, None, host)
+        if lf is not None:
+            yield from _pieces(lf, rows, True)
+
+
+iter_days = iter_pieces  # the name of the first version
+
+
+def _scan_day(ddir: Path, since, until, host) -> pl.LazyFrame | None:
+    """One day directory's events, filtered (host partitions and ts row-group statistics prune the reads)."""
+    glob = "host=*/*.parquet" if host is None else f"host={_part_value(host)}/*.parquet"
+    if not any(ddir.glob(glob)):
+        return None
+    lf = pl.scan_parquet(str(ddir / "host=*" / "*.parquet"), hive_partitioning=True,
+                         hive_schema={"day": pl.Date, "host": pl.String})
+    if since is not None:
+        lf = lf.filter(pl.col("ts") >= since)
+    if until is not None:
+        lf = lf.filter(pl.col("ts") < until)
+    if host is not None:
+        lf = lf.filter(pl.col("host") == host)
+    return lf
+
+
+def _pieces(lf: pl.LazyFrame, rows: int, untimed: bool) -> Iterator[pl.DataFrame]:
+    """``lf`` (one day) in time order: runs of whole minutes of at most ``rows`` events, then the untimed rows."""
+    minutes = (lf.select(pl.col("ts").dt.truncate("1m").alias("minute"))
+               .group_by("minute").len().sort("minute", nulls_last=True).collect())
+    bounds: list[tuple[datetime, datetime]] = []
+    start, n = None, 0
+    for minute, count in minutes.filter(pl.col("minute").is_not_null()).iter_rows():
+        if start is not None and n + count > rows:
+            bounds.append((start, minute))
+            start, n = None, 0
+        if start is None:
+            start = minute
+        n += count
+    if start is not None:
+        bounds.append((start, minute + timedelta(minutes=1)))
+    for lo, hi in bounds:
+        yield _events(lf.filter(pl.col("ts") >= lo, pl.col("ts") < hi)).collect()
+    if untimed and minutes.filter(pl.col("minute").is_null()).height:
+        yield _events(lf.filter(pl.col("ts").is_null())).collect()
 
 
 def _day_of(name: str) -> date | None:

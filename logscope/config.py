@@ -10,6 +10,23 @@ else ``/etc/logscope/config.toml``; none is needed. Keys::
     program = "postfix/smtpd"         # program of lines without syslog header
     tls_exclude_ciphers = ["RC4", "3DES"]   # report: TLS readiness, what excluding these ciphers breaks
     blocklist_rules = ["id=8", "MY_BL"]     # report: your own rule texts/symbols; those that never fire are listed
+    dmarc_paths = ["/var/mail/dmarc"]       # report --email: DMARC reports (files, dirs, Maildir, mbox)
+
+    [email]                           # report --email; each key is also a flag, and the flag wins
+    to = ["postmaster@example.org"]   # recipients (--email with no address uses these)
+    from = "logscope@mx1.example.org" # sender (--from; default logscope@FQDN)
+    subject = "mail report {period}"  # --subject
+    template_dir = "templates"        # --template-dir
+    smtp_server = "smtp.example.org"  # --smtp HOST[:PORT] (default localhost)
+    smtp_port = 587                   # default 25, 465 with smtp_security = "tls"
+    smtp_security = "starttls"        # --smtp-security: starttls | tls | none
+    smtp_user = "reports"             # --smtp-user
+    smtp_password_file = "smtp.password"   # --smtp-password-file (else $LOGSCOPE_SMTP_PASSWORD)
+    smtp_ca_file = "ca.pem"           # --smtp-ca-file
+    send_empty = false                # --send-empty
+
+Relative paths in ``dmarc_paths`` and ``[email]`` are relative to the config file.
+A key of the wrong type is an error naming the file and the key.
 """
 
 from __future__ import annotations
@@ -26,6 +43,27 @@ class ConfigError(ValueError):
 
 
 @dataclass
+class EmailConfig:
+    """The ``[email]`` table: defaults of ``report --email``'s flags (None: not set)."""
+
+    to: list[str] = field(default_factory=list)
+    sender: str | None = None  # the key is ``from``
+    subject: str | None = None
+    template_dir: str | None = None
+    smtp_server: str | None = None
+    smtp_port: int | None = None
+    smtp_security: str | None = None
+    smtp_user: str | None = None
+    smtp_password_file: str | None = None
+    smtp_ca_file: str | None = None
+    send_empty: bool = False
+
+
+EMAIL_PATHS = ("template_dir", "smtp_password_file", "smtp_ca_file")
+SMTP_SECURITY = ("starttls", "tls", "none")
+
+
+@dataclass
 class Config:
     tz: str | None = None
     year: int | None = None
@@ -34,6 +72,31 @@ class Config:
     program: str | None = None
     tls_exclude_ciphers: list[str] = field(default_factory=list)  # report: TLS readiness cipher tokens
     blocklist_rules: list[str] = field(default_factory=list)  # report: your own rules, to find stale ones
+    dmarc_paths: list[str] = field(default_factory=list)  # report --email: DMARC aggregate reports
+    email: EmailConfig = field(default_factory=EmailConfig)
+
+
+_LIST = "a list of strings"
+# the type each key must have: (check, what the error calls it)
+_TYPES = {
+    "tz": (lambda v: isinstance(v, str), "a string"),
+    "year": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "program": (lambda v: isinstance(v, str), "a string"),
+    **{k: (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), _LIST)
+       for k in ("parsers_dirs", "syslog_names", "tls_exclude_ciphers", "blocklist_rules", "dmarc_paths")},
+    "email": (lambda v: isinstance(v, dict), "a table ([email])"),
+}
+_EMAIL_TYPES = {
+    "to": (lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+           "a string or a list of strings"),
+    "smtp_port": (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v < 65536,
+                  "a port number (1-65535)"),
+    "smtp_security": (lambda v: v in SMTP_SECURITY, f"one of {', '.join(SMTP_SECURITY)}"),
+    "send_empty": (lambda v: isinstance(v, bool), "true or false"),
+    **{k: (lambda v: isinstance(v, str) and v != "", "a non-empty string")
+       for k in ("from", "subject", "template_dir", "smtp_server", "smtp_user", "smtp_password_file",
+                 "smtp_ca_file")},
+}
 
 
 def default_path() -> Path | None:
@@ -55,11 +118,35 @@ def load(path: str | None) -> Config:
         raise ConfigError(f"{p}: cannot read config: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: {exc}") from None
-    known = set(Config.__dataclass_fields__)
-    unknown = set(data) - known
+    return from_dict(data, p)
+
+
+def from_dict(data: dict, origin: Path) -> Config:
+    """A Config from the parsed TOML of ``origin``: keys and types checked, relative paths resolved."""
+    _check(data, _TYPES, origin, "")
+    base = origin.parent
+    email = dict(data.pop("email", {}))
+    _check(email, _EMAIL_TYPES, origin, "email.")
+    if isinstance(email.get("to"), str):
+        email["to"] = [email["to"]]
+    if "from" in email:
+        email["sender"] = email.pop("from")
+    for key in EMAIL_PATHS:
+        if key in email:
+            email[key] = str(base / email[key])
+    if "dmarc_paths" in data:
+        data["dmarc_paths"] = [str(base / d) if d != "-" else d for d in data["dmarc_paths"]]
+    return Config(**data, email=EmailConfig(**email))
+
+
+def _check(data: dict, types: dict, origin: Path, prefix: str) -> None:
+    unknown = sorted(set(data) - set(types))
     if unknown:
-        raise ConfigError(f"{p}: unknown option(s): {', '.join(sorted(unknown))}")
-    return Config(**data)
+        raise ConfigError(f"{origin}: unknown option(s): {', '.join(prefix + k for k in unknown)}")
+    for key, value in data.items():
+        ok, what = types[key]
+        if not ok(value):
+            raise ConfigError(f"{origin}: {prefix}{key} must be {what}, not {value!r:.60}")
 
 
 def local_timezone() -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -257,3 +258,140 @@ def test_tail_keeps_the_archive(tmp_path):
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)["traffic"]["totals"]
     assert totals("--from-archive", str(arch)) == totals(str(SAMPLES / "maillog"))
+
+
+# -- a full disk ------------------------------------------------------------------------------------------
+
+PAGE = 4096
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A real 16 MiB tmpfs (needs root and the right to mount; else the tests skip saying so)."""
+    import os
+    import subprocess
+    mnt = tmp_path / "fs"
+    mnt.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a full file system is simulated with a small tmpfs, which needs root and mount(8)")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs", str(mnt)],
+                          capture_output=True, text=True)
+    if proc.returncode:
+        pytest.skip(f"cannot mount a tmpfs here (container without CAP_SYS_ADMIN?): {proc.stderr.strip()}")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def fill(fs: Path, leave: int) -> Path:
+    """Fill ``fs`` so that exactly ``leave`` bytes (whole pages) stay free; the filler file."""
+    import os
+    st = os.statvfs(fs)
+    free = st.f_bavail * st.f_frsize
+    assert free >= leave, (free, leave)
+    filler = fs / "filler"
+    with open(filler, "ab") as fh:
+        fh.write(b"\0" * (free - leave))
+    st = os.statvfs(fs)
+    assert st.f_bavail * st.f_frsize == leave
+    return filler
+
+
+def pages(size: int) -> int:
+    return -(-size // PAGE) * PAGE
+
+
+def consistent(arc: Path) -> int:
+    """What scans see is exactly what the ledger records: no temp file, rows == lines archived. The rows."""
+    assert not [p for p in arc.rglob("*") if p.name.endswith(".tmp")]
+    ledger = json.loads((arc / archive.LEDGER).read_text()) if (arc / archive.LEDGER).exists() else {"files": {}}
+    n = rows(arc) if parts(arc) else 0
+    assert n == sum(e["lines"] for e in ledger["files"].values())
+    return n
+
+
+def test_disk_full_while_ingesting_records_nothing_unwritten_and_a_later_run_catches_up(small_fs, tmp_path):
+    """ENOSPC on a real file system at each step of a commit: before the parts, between parts and ledger,
+    after the ledger. Nothing partial is visible, the ledger never claims lines that are not there, and
+    once there is room again the next run archives the rest (the report equals the file's)."""
+    log = tmp_path / "maillog"
+    log.write_bytes(MAILLOG.read_bytes())  # one read chunk: one commit of two parts (hosts mx1 and fw1)
+    roomy = tmp_path / "roomy"
+    with Archive(roomy) as a:
+        assert a.ingest_file(str(log), load(), HEADER, print) == 5000
+    part_sizes = [pages(p.stat().st_size) for p in parts(roomy)]
+    ledger = pages((roomy / archive.LEDGER).stat().st_size)
+    assert len(part_sizes) == 2 and ledger == PAGE
+    arc = small_fs / "arc"
+    with Archive(arc):
+        pass  # directory and lock file exist (no data pages)
+    # free space: none; one part but not both; both parts but no ledger; parts and one ledger but not the
+    # final save (the renames are done and recorded: the data is archived although the run fails)
+    for leave, archived in [(0, 0), (min(part_sizes), 0), (sum(part_sizes), 0), (sum(part_sizes) + ledger, 5000)]:
+        filler = fill(small_fs, leave)
+        errors: list[str] = []
+        with pytest.raises(archive.ArchiveError, match="No space left on device"):
+            with Archive(arc) as a:
+                a.ingest_file(str(log), load(), HEADER, errors.append)
+        assert errors == []
+        filler.unlink()
+        assert consistent(arc) == archived, leave
+        with Archive(arc) as a:  # room again: the same file is archived whole, once
+            a.ingest_file(str(log), load(), HEADER, errors.append)
+        assert consistent(arc) == 5000
+        got = archive.scan(arc).collect().sort("line")
+        assert got["line"].to_list() == list(range(1, 5001))
+        for p in arc.iterdir():
+            if p.name.startswith("day="):
+                shutil.rmtree(p)
+        (arc / archive.LEDGER).unlink()
+
+
+def test_disk_full_command_is_one_line_and_the_next_run_completes(small_fs, tmp_path):
+    """`logscope ingest A B` with room for A only: one error line, exit 2, A kept; with room, B is added."""
+    from logscope.generate import generate
+    first = tmp_path / "maillog"
+    first.write_bytes(MAILLOG.read_bytes())
+    big = tmp_path / "big.log"
+    n = generate(big, lines=60_000, seed=3)
+    roomy = tmp_path / "roomy"
+    assert ingest(roomy, str(first)).returncode == 0
+    need = sum(pages(p.stat().st_size) for p in roomy.rglob("*") if p.is_file())
+    arc = small_fs / "arc"
+    filler = fill(small_fs, need + 2 * PAGE)  # the ledger's temp copy, and one page to spare
+    proc = ingest(arc, str(first), str(big))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"logscope: {arc}/day=2025-03-01/host=mx1: cannot write: "
+                                                "No space left on device"], proc.stderr
+    assert consistent(arc) == 5000
+    filler.unlink()
+    proc = ingest(arc, str(first), str(big))
+    assert proc.returncode == 0, proc.stderr
+    assert f"{n:,} events archived" in proc.stderr
+    assert consistent(arc) == 5000 + n
+    per_file = archive.scan(arc).group_by("file").agg(pl.len(), pl.col("line").n_unique().alias("lines")).collect()
+    assert sorted(per_file.select("file", "len", "lines").rows()) == sorted(
+        [(str(first), 5000, 5000), (str(big), n, n)])
+
+
+def test_interrupted_commit_is_finished_and_stray_temp_files_removed(tmp_path):
+    """A crash after the ledger recorded a commit but before its renames: the next open does them.
+    A crash before that: the temp files are deleted and the lines are not recorded."""
+    events = direct(MAILLOG)
+    arc = tmp_path / "arc"
+    with Archive(arc) as a:
+        staged = a._stage(events, "crashed")
+        a.ledger["files"]["k"] = {"lines": events.height}
+        a.ledger["committing"] = [[str(t.relative_to(arc)), str(f.relative_to(arc))] for t, f in staged]
+        a._save_ledger()  # ... and the process dies here
+    assert parts(arc) == [] and len(staged) == 2
+    with Archive(arc) as a:
+        assert "committing" not in a.ledger
+    assert len(parts(arc)) == 2 and consistent(arc) == events.height
+    with Archive(arc) as a:
+        stray = a._stage(events.head(10), "died before its commit")
+    assert all(t.exists() for t, _ in stray)
+    with Archive(arc):
+        pass
+    assert not any(t.exists() for t, _ in stray) and consistent(arc) == events.height
