@@ -57,8 +57,10 @@ class Report:
         self.counted = 0
         self.unparsed: dict[str, int] = {}
         self.per_source: dict[str, int] = {}
-        self.first: datetime | None = None
+        self.first: datetime | None = None  # events in the window
         self.last: datetime | None = None
+        self.input_first: datetime | None = None  # every event read, in the window or not
+        self.input_last: datetime | None = None
 
     def _keep(self, view: str, tables: dict[str, pl.DataFrame]) -> None:
         store = self.partials[view]
@@ -71,6 +73,10 @@ class Report:
 
     def add(self, events: pl.DataFrame) -> None:
         self.lines += events.height
+        lo, hi = events["ts"].min(), events["ts"].max()
+        if lo is not None:
+            self.input_first = lo if self.input_first is None else min(self.input_first, lo)
+            self.input_last = hi if self.input_last is None else max(self.input_last, hi)
         events = self.window.apply(events)
         self.counted += events.height
         if events.height == 0:

@@ -159,3 +159,13 @@ def test_report_is_the_same_whatever_the_chunking(tmp_path, parser_set):
     assert build(200 * 1024) == whole
     assert build(37 * 1024) == whole
     assert pl.__version__  # polars in use
+
+
+def test_empty_period_says_where_the_input_lies():
+    """--last counts back from now: an old log gives an empty report and a note with the input's time range."""
+    res = run("report", str(SAMPLES / "maillog"), "--last", "7d", "--tz", "UTC", "--format", "json")
+    assert res.returncode == 0
+    assert json.loads(res.stdout)["traffic"]["totals"]["received"] == 0
+    assert "none of the 5,000 lines read falls into the period; the input runs from 2026-03-01 00:00" in res.stderr
+    res = run("report", str(SAMPLES / "maillog"), "--since", "2026-03-01", "--tz", "UTC", "--format", "json")
+    assert "falls into the period" not in res.stderr

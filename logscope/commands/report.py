@@ -284,6 +284,11 @@ def run(args) -> int:
                   end="", file=sys.stderr)
     if progress:
         print(file=sys.stderr)
+    if report.lines and not report.counted and report.input_first is not None:
+        # --last counts back from now; old or replayed logs fall outside it
+        print(f"logscope: none of the {report.lines:,} lines read falls into the period; the input runs from "
+              f"{report.input_first:%Y-%m-%d %H:%M} to {report.input_last:%Y-%m-%d %H:%M} UTC (use --since/--until)",
+              file=sys.stderr)
     doc = report.build(top=args.top, blocklist=args.blocklist or mailing)
     if mailing or args.compare:
         doc["comparison"] = _comparison(args, window, now, doc, new_report)
