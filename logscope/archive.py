@@ -66,7 +66,22 @@ _DECODE_ERRORS = (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError)
 
 
 class ArchiveError(Exception):
-    """The archive cannot be used; the message says why (one line)."""
+    """The archive cannot be used; the message says why (one line).
+
+    ``transient``: the disk, quota or file-size limit is full; writing can work
+    again once space is freed (``tail`` then holds the batch and offers it again).
+    """
+
+    transient = False
+
+
+_STORAGE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+def _write_error(cls: type, msg: str, exc: OSError) -> "ArchiveError":
+    err = cls(msg)
+    err.transient = exc.errno in _STORAGE_FULL
+    return err
 
 
 def default_archive_dir() -> Path:
@@ -150,7 +165,7 @@ class Archive:
             os.replace(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise LedgerNotSaved(f"{path}: cannot write: {exc.strerror or exc}") from None
+            raise _write_error(LedgerNotSaved, f"{path}: cannot write: {exc.strerror or exc}", exc) from None
         try:
             dfd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
             try:
@@ -193,7 +208,7 @@ class Archive:
                 _write_parquet(part.select(FILE_COLUMNS), tmp)
         except OSError as exc:
             _discard(staged)
-            raise ArchiveError(f"{ddir}: cannot write: {exc.strerror or exc}") from None
+            raise _write_error(ArchiveError, f"{ddir}: cannot write: {exc.strerror or exc}", exc) from None
         return staged
 
     def _commit(self, staged: list[tuple[Path, Path]], changes: dict[tuple[str, str], Any]) -> None:

@@ -36,18 +36,30 @@ def default_state_dir() -> Path:
 
 
 def write_atomic(path: Path, data: bytes, durable: bool = True) -> None:
-    """Replace ``path`` by ``data``: temp file, fsync, rename, fsync of the directory."""
+    """Replace ``path`` by ``data``: temp file, fsync, rename, fsync of the directory.
+
+    On any error (a full disk: ENOSPC, EDQUOT, EFBIG) ``path`` is untouched and
+    the partial temp file is removed, so a failed write does not hold on to the
+    space that a retry needs.
+    """
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     if durable:
         dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:

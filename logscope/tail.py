@@ -29,6 +29,21 @@ Nothing is lost: a position only reaches the disk after the sinks took the
 lines before it. A sink that raises stops ``tail`` (exit 1) before the batch
 is committed, so the next start reads it again.
 
+A full disk stops nothing. A checkpoint that cannot be written (ENOSPC, a
+read-only or vanished state directory) is warned about once; the previous
+checkpoint stays as it was (``write_atomic``), lines keep being read and
+counted, and every later commit (at least every second when idle) tries
+again, with a notice when it works again. While it fails, ``on_commit`` hooks
+do not run (``logscope_checkpoint_age_seconds`` grows, ``--stats-file`` keeps
+the counts of the last checkpoint); ``tick`` hooks do, so alerts are still
+evaluated. A sink that cannot take a batch because its storage is full
+(``OSError`` ENOSPC/EDQUOT/EFBIG, or an exception with ``transient = True``)
+holds the inputs instead: the same batch is offered to that sink again until
+it takes it (back-off up to 5 s), since a later batch must not overtake a
+missing one; such a sink must take a batch whole or not at all (the archive:
+idempotent part files). Stopping while it waits commits nothing more: the restart reads
+that batch again.
+
 Wake-ups come from inotify (watchfiles, on the directories of the inputs),
 from the journal and stdin reader threads, and from a safety timer (1 s, or
 ``--poll SECONDS`` where inotify is not available or not wanted). When idle
@@ -41,6 +56,7 @@ plug in there).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -65,6 +81,17 @@ from .sources.follow import MAX_BATCH_LINES, Batch, FileInput, Input, Log
 from .state import StateStore, write_atomic
 
 _PRIORITY = {"error": 3, "warning": 4, "info": 6}
+_CONTROL = dict.fromkeys([*range(32), 127], " ")
+# errors after which writing can work again once an operator frees space
+_STORAGE_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+SINK_RETRY_MAX = 5.0  # seconds between two offers of a batch to a sink whose storage is full
+
+
+def storage_full(exc: BaseException) -> bool:
+    """Is ``exc`` a full disk/quota/file-size limit (worth waiting for), not a bug?"""
+    if isinstance(exc, OSError):
+        return exc.errno in _STORAGE_FULL
+    return bool(getattr(exc, "transient", False))
 
 
 class Sink(Protocol):
@@ -85,15 +112,18 @@ def make_logger(quiet: bool, stream=None) -> Log:
     under systemd), else ``logscope: warning: message``."""
     out = stream or sys.stderr
     journald = quiet or bool(os.environ.get("JOURNAL_STREAM"))
+    lock = threading.Lock()  # notifier threads log too: one whole line per write, never interleaved
 
     def log(level: str, msg: str) -> None:
-        msg = msg.replace("\n", " ")
+        msg = msg.translate(_CONTROL)  # one line, and no escape sequences from remote replies or file names
         if journald:
             line = f"<{_PRIORITY.get(level, 6)}>{msg}"
         else:
             line = f"logscope: {msg}" if level == "info" else f"logscope: {level}: {msg}"
         try:
-            print(line, file=out, flush=True)
+            with lock:
+                out.write(line + "\n")
+                out.flush()
         except (OSError, ValueError):
             pass
     return log
@@ -260,6 +290,11 @@ class Tail:
         self._last_parse = 0.0
         self._rr = 0
         self._continues: OrderedDict[tuple, str | None] = OrderedDict()
+        self.commit_failures = 0  # checkpoint writes that failed since the last one that worked
+        self._failing_since: float | None = None
+        self._last_attempt = 0.0
+        self._hook_failed: set[str] = set()  # sinks whose on_commit failed (warned once)
+        self._abandoned = False  # stopped while a sink still refused a batch: commit nothing more
         for inp in self.inputs:
             inp.wakeup = self.wakeup
 
@@ -299,7 +334,15 @@ class Tail:
         try:
             with ThreadPoolExecutor(max(1, self.options.workers), thread_name_prefix="logscope-parse") as pool:
                 status = self._loop(pool)
-            self.commit()  # every batch handed out has been processed: the positions are final
+            if self._abandoned:
+                self.log("warning", "stopped while a sink could not take a batch; "
+                                    "the restart reads the lines after the last checkpoint again")
+                return 1
+            # every batch handed out has been processed: the positions are final
+            if not self.commit():
+                self.log("error", "the last positions could not be saved; "
+                                  "the restart reads the lines after the last checkpoint again")
+                return 1
         finally:
             self.close()
         return status
@@ -334,12 +377,15 @@ class Tail:
                     break
                 pending.append((batch, pool.submit(self._parse, batch, None), self._checkpoints()))
             if pending:
-                self._settle(*pending.popleft())
+                if not self._settle(*pending.popleft()):
+                    break  # stopped while a sink refused the batch: the rest is read again on restart
                 continue
             if self._stopping or all(inp.finished for inp in self.inputs):
                 break
             if opts.once and all(inp.finished or isinstance(inp, FileInput) for inp in self.inputs):
                 break
+            if self._failing_since is not None and time.monotonic() - self._last_attempt >= opts.safety_interval:
+                self.commit()  # idle: every batch is settled, so the current positions are safe to save
             if not opts.poll:
                 self.watcher.update(set().union(*(inp.watch_dirs() for inp in self.inputs)))
             self.last_status = self.status()
@@ -348,10 +394,7 @@ class Tail:
             if pause > 0 and not self._stopping:
                 self._stop_event.wait(pause)
             self.wakeup.clear()
-            for sink in self.sinks:  # time-driven work (alerts resolve, inputs go silent) needs no lines
-                tick = getattr(sink, "tick", None)
-                if tick is not None:
-                    tick()
+            self._tick_sinks()
         return 0
 
     def _header_for(self, batch: Batch) -> HeaderOptions:
@@ -364,8 +407,11 @@ class Tail:
                              first_line=batch.first_line, continues=continues)
         return self.enrich(events) if self.enrich is not None else events
 
-    def _settle(self, batch: Batch, parsed: Future, checkpoints: dict) -> None:
-        """Hand a parsed batch to every sink, then commit. A sink error propagates (nothing committed)."""
+    def _settle(self, batch: Batch, parsed: Future, checkpoints: dict) -> bool:
+        """Hand a parsed batch to every sink, then commit. A sink error propagates (nothing committed).
+
+        False: stopped while a sink's storage was full (the batch is not committed).
+        """
         self._last_parse = time.monotonic()
         before = self._continues.get(batch.key)
         try:
@@ -378,37 +424,100 @@ class Tail:
             self.parse_errors += 1
             self.log("error", f"{batch.path or batch.input}: cannot parse bytes {batch.start}-{batch.end}: {exc!r}")
             self.commit(checkpoints)
-            return
+            return True
         if events.height:
             self._continues[batch.key] = events.get_column("source")[-1]
             self._continues.move_to_end(batch.key)
             while len(self._continues) > 1024:
                 self._continues.popitem(last=False)
         for sink in self.sinks:
-            add_batch = getattr(sink, "add_batch", None)
-            if add_batch is not None:
-                add_batch(events, batch)
-            else:
-                sink.add(events)
+            if not self._deliver(sink, events, batch):
+                self._abandoned = True
+                return False
         self.lines += events.height
         self.batches += 1
         self.commit(checkpoints)
+        return True
+
+    def _deliver(self, sink: Any, events: pl.DataFrame, batch: Batch) -> bool:
+        """``sink`` takes the batch; while its storage is full, offer it again (False: stopped meanwhile)."""
+        add_batch = getattr(sink, "add_batch", None)
+        delay, since = 0.5, None
+        while True:
+            try:
+                if add_batch is not None:
+                    add_batch(events, batch)
+                else:
+                    sink.add(events)
+            except Exception as exc:
+                if not storage_full(exc):
+                    raise
+                if since is None:
+                    since = time.monotonic()
+                    self.log("warning", f"sink {_sink_name(sink)}: cannot take lines ({_reason(exc)}); "
+                                        "holding the inputs and trying again until there is space")
+                if self._stopping:
+                    return False
+                self._tick_sinks()
+                self._stop_event.wait(delay)
+                delay = min(delay * 2, SINK_RETRY_MAX)
+                continue
+            if since is not None:
+                self.log("info", f"sink {_sink_name(sink)}: taking lines again after "
+                                 f"{time.monotonic() - since:.0f} s")
+            return True
+
+    def _tick_sinks(self) -> None:
+        for sink in self.sinks:  # time-driven work (alerts resolve, inputs go silent) needs no lines
+            tick = getattr(sink, "tick", None)
+            if tick is not None:
+                tick()
 
     def _checkpoints(self) -> dict:
         return {inp.key: inp.checkpoint() for inp in self.inputs if inp.key}
 
-    def commit(self, checkpoints: dict | None = None) -> None:
-        """Write the inputs' positions (now, or as given) and the sinks' states in one atomic replace."""
+    def commit(self, checkpoints: dict | None = None) -> bool:
+        """Write the inputs' positions (now, or as given) and the sinks' states in one atomic replace.
+
+        False if the state file could not be written (the previous one stays; see the module doc).
+        """
         inputs = dict(self._saved_inputs)  # inputs not given this time keep their checkpoints
         inputs.update(self._checkpoints() if checkpoints is None else checkpoints)
         sinks = {s.name: s.state() for s in self.sinks if hasattr(s, "state") and getattr(s, "name", None)}
-        self.store.save({"inputs": inputs, "sinks": sinks, "saved_at": time.time()})
+        self._last_attempt = time.monotonic()
+        try:
+            self.store.save({"inputs": inputs, "sinks": sinks, "saved_at": time.time()})
+        except OSError as exc:
+            self.commit_failures += 1
+            if self._failing_since is None:
+                self._failing_since = time.monotonic()
+                self.log("error", f"{self.store.path}: cannot write the checkpoint ({_reason(exc)}); "
+                                  "the previous one stays valid, reading goes on and the next commits try again")
+            self.last_status = self.status()
+            self._tick_sinks()  # on_commit hooks wait for a real checkpoint; alerts must not
+            return False
+        if self._failing_since is not None:
+            self.log("info", f"{self.store.path}: checkpoint written again (after {self.commit_failures} failed "
+                             f"writes in {time.monotonic() - self._failing_since:.0f} s)")
+            self._failing_since, self.commit_failures = None, 0
         self.last_commit = time.time()
         self.last_status = self.status()
         for sink in self.sinks:
             hook = getattr(sink, "on_commit", None)
-            if hook is not None:
+            if hook is None:
+                continue
+            name = _sink_name(sink)
+            try:
                 hook()
+            except OSError as exc:  # e.g. --stats-file on a full disk: the checkpoint is safe, the next commit retries
+                if name not in self._hook_failed:
+                    self._hook_failed.add(name)
+                    self.log("warning", f"sink {name}: after the checkpoint: {_reason(exc)}; trying again at the next one")
+                continue
+            if name in self._hook_failed:
+                self._hook_failed.discard(name)
+                self.log("info", f"sink {name}: works again after the checkpoint")
+        return True
 
     def _do_reload(self) -> None:
         self._reload = False
@@ -447,3 +556,14 @@ class Tail:
                 except Exception:
                     self.log("error", "closing a sink failed: " + traceback.format_exc(limit=1).strip())
         self.store.close()
+
+
+def _sink_name(sink: Any) -> str:
+    return str(getattr(sink, "name", None) or type(sink).__name__)
+
+
+def _reason(exc: BaseException) -> str:
+    """One line: the OS error text and the file, else the exception's message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

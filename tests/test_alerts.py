@@ -799,7 +799,8 @@ def smtpd(cert):
 
     def auth(server, session, envelope, mechanism, data):
         ok = isinstance(data, LoginPassword) and (data.login, data.password) == (b"alerts", b"pw from file")
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd answers a failure itself (535) instead of leaving the client waiting
+        return AuthResult(success=ok, handled=ok)
 
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(cert / "cert.pem", cert / "key.pem")

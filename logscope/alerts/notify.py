@@ -187,7 +187,9 @@ class Notifier:
             if len(self._queue) >= self.max_queue:
                 self._queue.popleft()
                 self.dropped += 1
-                self.log("warning", f"notifier {self.name}: queue full ({self.max_queue}); oldest notification dropped")
+                if self.dropped & (self.dropped - 1) == 0:  # 1, 2, 4, 8, ...: a long outage does not flood the log
+                    self.log("warning", f"notifier {self.name}: queue full ({self.max_queue}); "
+                                        f"{self.dropped} oldest notifications dropped so far")
             self._queue.append(item)
             self._ensure_thread()
             self._cond.notify_all()

@@ -48,7 +48,10 @@ from ..errors import UsageError
 # any exporter in the Prometheus default port allocations list (9100-9999 is
 # that list's range); next to mtail, the tool logscope replaces.
 DEFAULT_PORT = 3904
-DEFAULT_LISTEN = f":{DEFAULT_PORT}"
+# Loopback only unless told otherwise (``--listen :3904`` for all addresses): the
+# metrics name hosts, services and volumes, and a fresh install must not publish them.
+DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
+ALLOWED_METHODS = ("GET", "HEAD")
 
 _TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -251,6 +254,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+
+    def __getattr__(self, name: str):
+        # BaseHTTPRequestHandler looks up ``do_<METHOD>`` and answers 501 when it is missing;
+        # every method but GET/HEAD (POST, PUT, OPTIONS, TRACE, made-up ones) gets 405 instead.
+        if name.startswith("do_"):
+            return self._method_not_allowed
+        raise AttributeError(name)
+
+    def _method_not_allowed(self) -> None:
+        # checked before authentication: costs no bcrypt round and reveals nothing.
+        # The request body is never read, so the connection is closed after the answer.
+        self.close_connection = True
+        self._send(405, b"Method not allowed\n",
+                   extra={"Allow": ", ".join(ALLOWED_METHODS), "Connection": "close"})
 
     def do_GET(self) -> None:  # noqa: N802
         auth = self.server.auth
