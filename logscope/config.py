@@ -11,6 +11,8 @@ else ``/etc/logscope/config.toml``; none is needed. Keys::
     tls_exclude_ciphers = ["RC4", "3DES"]   # report: TLS readiness, what excluding these ciphers breaks
     blocklist_rules = ["id=8", "MY_BL"]     # report: your own rule texts/symbols; those that never fire are listed
     dmarc_paths = ["/var/mail/dmarc"]       # report --email: DMARC reports (files, dirs, Maildir, mbox)
+    dmarc_dirs = ["/var/mail/dmarc"]        # tail: directories (or Maildirs) of DMARC/TLS reports to watch
+    dmarc_domains = ["example.org"]         # tail: your policy domains, the policy_domain label values
 
     [email]                           # report --email; each key is also a flag, and the flag wins
     to = ["postmaster@example.org"]   # recipients (--email with no address uses these)
@@ -25,7 +27,7 @@ else ``/etc/logscope/config.toml``; none is needed. Keys::
     smtp_ca_file = "ca.pem"           # --smtp-ca-file
     send_empty = false                # --send-empty
 
-Relative paths in ``dmarc_paths`` and ``[email]`` are relative to the config file.
+Relative paths in ``dmarc_paths``, ``dmarc_dirs`` and ``[email]`` are relative to the config file.
 A key of the wrong type is an error naming the file and the key.
 """
 
@@ -72,6 +74,8 @@ class Config:
     program: str | None = None
     tls_exclude_ciphers: list[str] = field(default_factory=list)  # report: TLS readiness cipher tokens
     blocklist_rules: list[str] = field(default_factory=list)  # report: your own rules, to find stale ones
+    dmarc_dirs: list[str] = field(default_factory=list)  # tail: DMARC/TLS report directories to watch
+    dmarc_domains: list[str] = field(default_factory=list)  # tail: policy_domain label values of the DMARC metrics
     dmarc_paths: list[str] = field(default_factory=list)  # report --email: DMARC aggregate reports
     email: EmailConfig = field(default_factory=EmailConfig)
 
@@ -83,7 +87,8 @@ _TYPES = {
     "year": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
     "program": (lambda v: isinstance(v, str), "a string"),
     **{k: (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), _LIST)
-       for k in ("parsers_dirs", "syslog_names", "tls_exclude_ciphers", "blocklist_rules", "dmarc_paths")},
+       for k in ("parsers_dirs", "syslog_names", "tls_exclude_ciphers", "blocklist_rules", "dmarc_paths",
+                 "dmarc_dirs", "dmarc_domains")},
     "email": (lambda v: isinstance(v, dict), "a table ([email])"),
 }
 _EMAIL_TYPES = {
@@ -136,6 +141,8 @@ def from_dict(data: dict, origin: Path) -> Config:
             email[key] = str(base / email[key])
     if "dmarc_paths" in data:
         data["dmarc_paths"] = [str(base / d) if d != "-" else d for d in data["dmarc_paths"]]
+    if "dmarc_dirs" in data:
+        data["dmarc_dirs"] = [str(base / d) for d in data["dmarc_dirs"]]
     return Config(**data, email=EmailConfig(**email))
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from pathlib import Path
 
 import yaml
 
@@ -24,6 +25,10 @@ DASHBOARD = REPO / "dashboards" / "logscope.json"
 RULES = REPO / "dashboards" / "alerts.rules.yml"
 SCRAPE = REPO / "dashboards" / "prometheus.yml"
 LOGS = ("maillog", "postfix.log", "dovecot.log", "exim.log", "rspamd.log", "cisco_asa.log")
+# sample_logs/dmarc: the first day's reports are there at the start, the second day's arrive later
+REPORTS = SAMPLES / "dmarc"
+REPORTS_LATER = ("mbp.example!example.org!1735776000!1735862399.xml", "mbp.example!example.org!2025-01-02!tlsrpt.json.gz")
+REPORTED_MESSAGES = 139 + 32 + 116
 # what Grafana substitutes before it sends a query
 GRAFANA_VARS = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "5m", '"$instance"': '".+"'}
 
@@ -55,9 +60,12 @@ def rule_exprs() -> list[tuple[str, str]]:
 
 
 def exported_names() -> set[str]:
+    from logscope.sinks import dmarc
     from logscope.sinks.metrics import MetricsSink
     from prometheus_client.parser import text_string_to_metric_families
-    return {f.name for f in text_string_to_metric_families(MetricsSink().exposition().decode())}
+    sink = MetricsSink()
+    dmarc.DmarcSink([], Path(os.devnull), print).register(sink.registry)  # tail --dmarc-dir
+    return {f.name for f in text_string_to_metric_families(sink.exposition().decode())}
 
 
 def test_dashboard_is_importable_and_uses_only_exported_metrics():
@@ -82,7 +90,9 @@ def test_dashboard_is_importable_and_uses_only_exported_metrics():
     for family in ("logscope_postfix_deliveries", "logscope_smtpd_sessions", "postfix_smtp_tls_connections",
                    "logscope_rejects", "logscope_auth_failures", "logscope_dovecot_logins", "logscope_exim_arrivals",
                    "logscope_rspamd_actions", "logscope_asa_events", "logscope_input_lines",
-                   "logscope_unparsed_lines", "logscope_checkpoint_age_seconds"):
+                   "logscope_unparsed_lines", "logscope_checkpoint_age_seconds", "logscope_dmarc_messages",
+                   "logscope_tlsrpt_sessions", "logscope_tlsrpt_failures", "logscope_dmarc_files",
+                   "logscope_dmarc_newest_report_timestamp_seconds"):
         assert family in used, family
 
 
@@ -94,10 +104,15 @@ def test_every_expression_runs_on_prometheus_scraping_tail(tmp_path):
     for name in LOGS:  # the first half now, the rest while Prometheus scrapes: rates become non-zero
         texts[name] = (SAMPLES / name).read_text()
         (logs / name).write_text(texts[name][: len(texts[name]) // 2].rsplit("\n", 1)[0] + "\n")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    for path in REPORTS.iterdir():
+        if path.name not in REPORTS_LATER:
+            shutil.copy(path, reports)
     mport, pport = free_port(), free_port()
     tail = subprocess.Popen([sys.executable, "-m", "logscope", "tail", *(str(logs / n) for n in LOGS), "--from-start",
                              "--tz", "UTC", "--state-dir", str(tmp_path / "state"), "--listen", f"127.0.0.1:{mport}",
-                             "--no-live", "--no-alerts"],
+                             "--no-live", "--no-alerts", "--dmarc-dir", str(reports)],
                             env=dict(os.environ, PYTHONPATH=str(REPO)), stderr=subprocess.PIPE, text=True)
     # the shipped example, pointed at the test's tail, scraping every second
     conf = yaml.safe_load(SCRAPE.read_text())
@@ -119,12 +134,17 @@ def test_every_expression_runs_on_prometheus_scraping_tail(tmp_path):
 
         first = sum(len((logs / n).read_text().splitlines()) for n in LOGS)
         wait_for(lambda: total("sum(logscope_input_lines_total)") == first, 60, "the first halves in Prometheus")
+        wait_for(lambda: total("sum(logscope_dmarc_files_total)") == 3, 60, "the first day's reports in Prometheus")
         time.sleep(2)  # a few scrapes of the first state
         for name in LOGS:
             with open(logs / name, "a") as fh:
                 fh.write(texts[name][len((logs / name).read_text()):])
+        for name in REPORTS_LATER:
+            shutil.copy(REPORTS / name, reports)
         lines = sum(len(t.splitlines()) for t in texts.values())
         wait_for(lambda: total("sum(logscope_input_lines_total)") == lines, 60, "every line in Prometheus")
+        wait_for(lambda: total("sum(logscope_dmarc_messages_total)") == REPORTED_MESSAGES, 60,
+                 "every report in Prometheus")
         time.sleep(3)  # series born in the second halves need two samples for rate()
         # the rule file was loaded: Prometheus evaluates the same expressions
         rules = json.loads(fetch(f"http://127.0.0.1:{pport}/api/v1/rules")[2])["data"]["groups"]

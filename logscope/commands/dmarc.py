@@ -34,8 +34,9 @@ def add_parser(sub, common) -> None:
                    help=f"most bytes decompressed from one input path (default {MAX_TOTAL_MB})")
     p.add_argument("--max-members", type=int, default=MAX_MEMBERS, metavar="N",
                    help=f"most members read from one zip archive (default {MAX_MEMBERS})")
-    p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
-                   help="processes parsing reports when there are many files (0: one per CPU; default 1)")
+    p.add_argument("-j", "--jobs", type=int, default=0, metavar="N",
+                   help="processes parsing reports when there are many files (default 0: one per CPU; "
+                        "fewer than a few hundred files are always read in one process)")
     p.set_defaults(func=run)
 
 

@@ -72,6 +72,15 @@ def add_parser(sub, common) -> None:
     h.add_argument("--archive", nargs="?", const="", default=None, metavar="DIR",
                    help="also keep every event in the Parquet archive (default DIR: <state dir>/archive); "
                         "`logscope report --from-archive` reads it")
+    d = p.add_argument_group("DMARC and SMTP TLS reports")
+    d.add_argument("--dmarc-dir", action="append", default=[], metavar="DIR",
+                   help="also watch DIR (a directory or Maildir) for DMARC aggregate and SMTP TLS reports and count "
+                        "each new one into the logscope_dmarc_*/logscope_tlsrpt_* metrics; repeatable "
+                        "(config: dmarc_dirs)")
+    d.add_argument("--dmarc-domain", action="append", default=[], metavar="DOMAIN",
+                   help="a policy domain of yours: the policy_domain label of the DMARC metrics is one of these, "
+                        "anything else 'other'; repeatable (config: dmarc_domains; default: the first "
+                        "20 domains seen)")
     a = p.add_argument_group("alerts")
     a.add_argument("--alerts", metavar="RULES", default=None,
                    help="alert rules file (TOML; default: the bundled default rules, see `logscope alerts show-default`)")
@@ -173,6 +182,20 @@ def build_alerts(args, inputs, sinks, classes, log):
     return engine
 
 
+def build_dmarc(args, conf, store: StateStore, log):
+    """The DMARC report watcher (a sink), or None without report directories."""
+    dirs = list(args.dmarc_dir) or list(getattr(conf, "dmarc_dirs", None) or [])
+    if not dirs:
+        return None
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise UsageError(f"--dmarc-dir {d}: no such directory")
+    from ..sinks.dmarc import DmarcSink
+    domains = list(args.dmarc_domain) or list(getattr(conf, "dmarc_domains", None) or [])
+    return DmarcSink([str(Path(d).absolute()) for d in dirs], store.dir / f"{store.name}.dmarc.json", log,
+                     domains=domains, start=args.start or "end", poll=args.poll)
+
+
 def run(args) -> int:
     conf = cfg.load(args.config)
     header = header_options(args, conf)
@@ -192,8 +215,16 @@ def run(args) -> int:
     from ..classify import classes_from_args
     classes = classes_from_args(args, conf)
     sinks = build_sinks(args, classes)
+    dmarc = build_dmarc(args, conf, store, log)
+    if dmarc is not None:  # before the alert engine: its tick sees the new records
+        sinks.append(dmarc)
+        feed = next((s for s in sinks if isinstance(s, MetricsFeed)), None)
+        if feed is not None:
+            dmarc.register(feed.sink.registry)
     if not args.no_alerts:
         sinks.append(build_alerts(args, inputs, sinks, classes, log))
+        if dmarc is not None:
+            dmarc.alerts = sinks[-1]
     # classify rejects once per batch: metrics, live view and alerts all read reject_class
     tail = Tail(inputs, parsers, header, sinks, store, options, log, reload_parsers, enrich=classes.classify)
     try:
@@ -202,6 +233,11 @@ def run(args) -> int:
         for inp in inputs:
             inp.close()
         raise UsageError(str(exc)) from None
+    if dmarc is not None:  # the state directory is locked now: the ledger next to the state is ours
+        dmarc.wakeup = tail.wakeup
+        dmarc.open(watch=not args.once)
+        if args.once:
+            dmarc.scan()
     server = None
     feed = next((s for s in sinks if isinstance(s, MetricsFeed)), None)
     if feed is not None:
@@ -228,4 +264,5 @@ def run(args) -> int:
         if server is not None:
             server.stop()
         if args.once and not args.quiet:
-            print(f"logscope: {tail.lines:,} lines read", file=sys.stderr)
+            reports = f", {dmarc.files_read:,} report files" if dmarc is not None else ""
+            print(f"logscope: {tail.lines:,} lines read{reports}", file=sys.stderr)

@@ -71,10 +71,7 @@ class Aggregate:
 def parse_aggregate(data: bytes) -> Aggregate:
     """Parse one aggregate report; raise :class:`ReportError` if it is none."""
     notes: list[str] = []
-    root = _parse_xml(data, notes)
-    ns = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
-    if b"xmlns" in data:  # namespaced tags ("{ns}name") are matched by their local name
-        _local_names(root)
+    root, ns = _parse_xml(data, notes)
     if root.tag != "feedback":
         inner = root.find(".//feedback")
         if inner is None:
@@ -103,7 +100,7 @@ def parse_aggregate(data: bytes) -> Aggregate:
     version = root.findtext("version")
     version = version.strip() or None if version else None
     generator = m.get("generator")
-    if ns == NS_RFC9990 or generator or any(f in pp for f in _NEW_FIELDS):
+    if ns == NS_RFC9990 or generator or not pp.keys().isdisjoint(_NEW_FIELDS):
         schema = "rfc9990"
     elif version or ns == NS_RFC7489:
         schema = "rfc7489"
@@ -167,8 +164,9 @@ def fromstring(data: bytes):
 
 
 def _parse_xml(data: bytes, notes: list[str]):
+    """(root, namespace of the root element), every tag by its local name; broken XML repaired once."""
     try:
-        return fromstring(data)
+        return _localised(fromstring(data), data)
     except DefusedXmlException as exc:
         raise ReportError(f"refused: the XML {_defused_why(exc)} (entity expansion and external references are never processed)") from None
     except ParseError as exc:
@@ -183,7 +181,14 @@ def _parse_xml(data: bytes, notes: list[str]):
     except ParseError:
         raise ReportError(f"not well-formed XML: {first}") from None
     notes.append(f"repaired broken XML ({', '.join(what)}); parser said: {first}")
-    return root
+    return _localised(root, data)
+
+
+def _localised(root, data: bytes):
+    ns = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
+    if b"xmlns" in data:  # namespaced tags ("{ns}name") are matched by their local name
+        _local_names(root)
+    return root, ns
 
 
 def _defused_why(exc: Exception) -> str:
@@ -261,25 +266,37 @@ def _record(rec) -> tuple:
         raise ReportError(f"count {_short(r.get('count') or '')!r} is not a message count")
     pe_el = row.find("policy_evaluated")
     pe = _fields(pe_el)
-    reasons: list[str] = []
+    reasons = None
     if pe_el is not None:
+        items = []
         for reason in pe_el.findall("reason"):
             f = _fields(reason)
             rtype, comment = (f.get("type") or "").lower(), f.get("comment")
             if rtype or comment:
-                reasons.append(f"{rtype or 'other'}: {comment}" if comment else rtype)
+                items.append(f"{rtype or 'other'}: {comment}" if comment else rtype)
+        reasons = _joined(items)
     ids_el = rec.find("identifiers")
     ids = _fields(ids_el if ids_el is not None else rec.find("identities"))
-    dkim = spf = ()
     ar = rec.find("auth_results")
-    if ar is not None:
-        dkim = [_fields(d) for d in ar.findall("dkim")]
-        spf = [_fields(s) for s in ar.findall("spf")]
-    return (ip, count, pe.get("disposition"), pe.get("dkim"), pe.get("spf"), _joined(reasons),
-            ids.get("header_from"), ids.get("envelope_from"), ids.get("envelope_to"),
-            _joined([d.get("domain") for d in dkim]), _joined([d.get("selector") for d in dkim]),
-            _joined([d.get("result") for d in dkim]), _joined([s.get("domain") for s in spf]),
-            _joined([s.get("scope") for s in spf]), _joined([s.get("result") for s in spf]))
+    dkim = _auth(ar.findall("dkim"), "selector") if ar is not None else _NO_AUTH
+    spf = _auth(ar.findall("spf"), "scope") if ar is not None else _NO_AUTH
+    return (ip, count, pe.get("disposition"), pe.get("dkim"), pe.get("spf"), reasons,
+            ids.get("header_from"), ids.get("envelope_from"), ids.get("envelope_to"), *dkim, *spf)
+
+
+_NO_AUTH = (None, None, None)
+
+
+def _auth(results: list, middle: str) -> tuple:
+    """(domains, ``middle`` values, results) of DKIM or SPF auth results, each LIST_SEP-joined."""
+    if not results:
+        return _NO_AUTH
+    if len(results) == 1:  # the usual case, without building lists
+        f = _fields(results[0])
+        return f.get("domain") or "", f.get(middle) or "", f.get("result") or ""
+    fs = [_fields(e) for e in results]
+    return (_joined([f.get("domain") for f in fs]), _joined([f.get(middle) for f in fs]),
+            _joined([f.get("result") for f in fs]))
 
 
 LIST_SEP = "\x1f"  # cannot occur in XML 1.0 text, so it safely joins list items

@@ -3,11 +3,20 @@
 Replicates the shared corpus's DMARC reports to about ``--files`` files in a
 temporary directory (each copy gets its own report id, so no copy is a
 duplicate of another, and keeps its container: plain, .gz, doubly gzipped,
-.zip), then runs ``logscope dmarc DIR --format json`` and ``parsedmarc
---offline -s -r -o OUT DIR`` (from a virtual environment, by default
-``/tmp/pdm``; ``--install`` creates it with pip) under ``/usr/bin/time -v``,
-``--runs`` times each, and prints every run, the medians and the message
-totals per policy domain of both tools side by side.
+.zip), then times under ``/usr/bin/time -v``, in ``--runs`` rounds (each round
+runs every configuration once, in turn, so load from elsewhere falls on all
+alike, in an order that rotates; before every run the input files are read and the tool is started
+once with ``--help``, so that all start with their inputs and libraries in the page cache):
+
+* ``logscope dmarc DIR --format json`` as installed (one process per CPU), with ``-j 1`` and ``-j 2``;
+* ``parsedmarc --offline -s -r -o OUT DIR`` (from a virtual environment, by default ``/tmp/pdm``;
+  ``--install`` creates it with pip) as installed (one process) and with ``n_procs = 2``.
+
+It prints every run, the medians (wall clock, CPU, records/s, peak RSS), the
+same for a single file (the start-up cost that a default of one process per
+CPU must not make worse), the speed-ups out of the box against out of the
+box and two processes against two, and the message totals per policy domain
+of both tools side by side.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import collections
 import gzip
 import io
 import json
+import os
 import re
 import shutil
 import statistics
@@ -24,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .inputs import iter_payloads, sniff
@@ -80,57 +91,106 @@ def replicate(corpus: Path, out: Path, files: int) -> int:
     return n
 
 
-def timed(cmd: list[str], stdout_path: Path | None = None) -> tuple[float, float, int, str]:
-    """(wall seconds, peak RSS MB, exit status, the command's stderr) of one run under /usr/bin/time -v."""
+@dataclass
+class Run:
+    wall: float  # seconds
+    cpu: float  # user + system seconds, children included
+    rss: float  # peak RSS of the largest process, MB
+    status: int
+    stderr: str  # the command's own stderr
+
+
+def timed(cmd: list[str], stdout_path: Path | None = None, env: dict | None = None) -> Run:
+    """One run under /usr/bin/time -v."""
     with open(stdout_path or "/dev/null", "wb") as out:
-        proc = subprocess.run(["/usr/bin/time", "-v", *cmd], stdout=out, stderr=subprocess.PIPE, text=True)
-    wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", proc.stderr)
-    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
-    if not wall or not rss:
-        raise SystemExit(f"/usr/bin/time said: {proc.stderr[-2000:]}")
-    h, m, s = wall.groups()
-    status = re.search(r"Exit status: (\d+)", proc.stderr)
-    own = proc.stderr[: proc.stderr.rfind("\tCommand being timed:")]
-    return (int(h or 0) * 3600 + int(m) * 60 + float(s), int(rss.group(1)) / 1024,
-            int(status.group(1)) if status else -1, own)
+        proc = subprocess.run(["/usr/bin/time", "-v", *cmd], stdout=out, stderr=subprocess.PIPE, text=True,
+                              env=None if env is None else {**os.environ, **env})
+    err = proc.stderr
+    wall = re.search(r"Elapsed \(wall clock\) time.*: (?:(\d+):)?(\d+):([\d.]+)", err)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", err)
+    user = re.search(r"User time \(seconds\): ([\d.]+)", err)
+    system = re.search(r"System time \(seconds\): ([\d.]+)", err)
+    if not (wall and rss and user and system):
+        raise SystemExit(f"/usr/bin/time said: {err[-2000:]}")
+    h, m, sec = wall.groups()
+    status = re.search(r"Exit status: (\d+)", err)
+    return Run(int(h or 0) * 3600 + int(m) * 60 + float(sec), float(user[1]) + float(system[1]),
+               int(rss.group(1)) / 1024, int(status.group(1)) if status else -1,
+               err[: err.rfind("\tCommand being timed:")])
 
 
-def run_logscope(data: Path, runs: int, work: Path, jobs: int) -> tuple[list[tuple[float, float]], dict]:
-    out = work / "logscope.json"
-    results = []
+@dataclass
+class Tool:
+    """One configuration to time: a label, a command line (the input path last) and its environment."""
+
+    label: str
+    cmd: list[str]
+    env: dict | None = None
+    runs: list[Run] = field(default_factory=list)
+
+    def median(self, attr: str = "wall") -> float:
+        return statistics.median(getattr(r, attr) for r in self.runs)
+
+
+def logscope_tool(jobs: int | None) -> Tool:
+    """``logscope dmarc`` with ``-j jobs`` (None: no flag, the default)."""
+    label = "logscope (default)" if jobs is None else f"logscope -j {jobs}"
+    flags = [] if jobs is None else ["--jobs", str(jobs)]
+    return Tool(label, [sys.executable, "-m", "logscope", "dmarc", "--format", "json", *flags])
+
+
+def parsedmarc_tool(exe: Path, out: Path, procs: int | None) -> Tool:
+    """parsedmarc, offline, silent, JSON and CSV into ``out``; ``procs``: its n_procs (parsedmarc 11 has
+    no flag for it, only the config key, which PARSEDMARC_GENERAL_N_PROCS sets)."""
+    label = "parsedmarc (default)" if procs is None else f"parsedmarc n_procs={procs}"
+    env = None if procs is None else {"PARSEDMARC_GENERAL_N_PROCS": str(procs)}
+    return Tool(label, [str(exe), "--offline", "-s", "-r", "-o", str(out)], env)
+
+
+def warm(tool: "Tool", data: Path) -> None:
+    """Read every input file and start the tool once with ``--help`` (its interpreter, libraries and
+    byte code), so that each run starts with all of that in the page cache: the figures are the
+    tools' work, not the disk's (a host may evict idle pages within seconds, e.g. DAMON reclaim)."""
+    for p in [data] if data.is_file() else sorted(data.rglob("*")):
+        if p.is_file():
+            p.read_bytes()
+    help_cmd = [tool.cmd[0], "--help"] if tool.cmd[0].endswith("parsedmarc") else [*tool.cmd[:4], "--help"]
+    subprocess.run(help_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=None if tool.env is None
+                   else {**os.environ, **tool.env})
+
+
+def run_all(tools: list[Tool], data: Path, runs: int, work: Path) -> None:
+    """``runs`` rounds; each round runs every tool once, in turn, so that load from elsewhere falls
+    on all of them alike. The order rotates from round to round: the first run after a long one
+    is slower here (the host evicts idle pages, libraries included), and that should not always
+    hit the same tool."""
     for i in range(runs):
-        wall, rss, status, _ = timed([sys.executable, "-m", "logscope", "dmarc", str(data), "--format", "json",
-                                      "--jobs", str(jobs)], out)
-        if status not in (0, 2):
-            raise SystemExit(f"logscope dmarc exited {status}")
-        results.append((wall, rss))
-        print(f"  logscope -j {jobs} run {i + 1}: {wall:7.2f} s  peak RSS {rss:6.0f} MB", flush=True)
-    return results, json.loads(out.read_text())
+        k = i % len(tools)
+        for t in tools[k:] + tools[:k]:
+            out = work / "parsedmarc"
+            shutil.rmtree(out, ignore_errors=True)
+            warm(t, data)
+            r = timed([*t.cmd, str(data)], work / "stdout", t.env)
+            if r.status not in (0, 2) and t.label.startswith("logscope"):
+                raise SystemExit(f"{t.label} exited {r.status}: {r.stderr[-500:]}")
+            t.runs.append(r)
+            print(f"  run {i + 1}  {t.label:<24} {r.wall:7.2f} s wall  {r.cpu:7.2f} s CPU  "
+                  f"peak RSS {r.rss:5.0f} MB  (exit {r.status})", flush=True)
 
 
 _FAILED = re.compile(r"Failed to parse (.+?) - (.*)")
 
 
-def run_parsedmarc(exe: Path, data: Path, runs: int, work: Path):
-    """Runs, message totals per domain, output rows, and {file: why} of the files it could not parse."""
-    outdir = work / "parsedmarc"
-    results = []
-    failed: dict[str, str] = {}
-    for i in range(runs):
-        shutil.rmtree(outdir, ignore_errors=True)
-        wall, rss, status, err = timed([str(exe), "--offline", "-s", "-r", "-o", str(outdir), str(data)])
-        failed = {m[1]: m[2] for m in _FAILED.finditer(err)}
-        results.append((wall, rss))
-        print(f"  parsedmarc run {i + 1}: {wall:7.2f} s  peak RSS {rss:6.0f} MB  (exit {status}, "
-              f"{len(failed):,} files not parsed)", flush=True)
-    reports = json.loads((outdir / "aggregate.json").read_text())
+def parsedmarc_totals(out: Path) -> tuple[dict[str, int], int]:
+    """Message totals per policy domain and output rows of the last parsedmarc run."""
+    reports = json.loads((out / "aggregate.json").read_text())
     totals: dict[str, int] = collections.Counter()
     rows = 0
     for rep in reports:
         for rec in rep.get("records", []):
             totals[rep["policy_published"]["domain"]] += rec["count"]
             rows += 1
-    return results, dict(totals), rows, failed
+    return dict(totals), rows
 
 
 def compare(title: str, ours: dict[str, int], theirs: dict[str, int]) -> bool:
@@ -154,10 +214,22 @@ def install_parsedmarc(venv: Path) -> Path:
     return exe
 
 
+def print_medians(tools: list[Tool], records: int | None = None, files: int | None = None) -> None:
+    for t in tools:
+        wall = t.median()
+        rates = f"{records / wall:9,.0f} records/s  {files / wall:8,.0f} files/s  " if records and files else ""
+        print(f"  {t.label:<24} median {wall:7.2f} s wall  {t.median('cpu'):7.2f} s CPU  {rates}"
+              f"peak RSS {t.median('rss'):5.0f} MB")
+
+
+def speedup(ours: Tool, theirs: Tool) -> None:
+    print(f"  {ours.label} vs {theirs.label}: {theirs.median() / ours.median():5.1f}x (wall clock medians)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m logscope.dmarc.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=10_000, help="report files to generate (default 10000)")
-    ap.add_argument("--runs", type=int, default=3, help="runs of each tool (default 3; medians are printed)")
+    ap.add_argument("--runs", type=int, default=3, help="rounds of runs (default 3; medians are printed)")
     ap.add_argument("--corpus", type=Path, default=CORPUS, help="directory of DMARC reports to replicate")
     ap.add_argument("--venv", type=Path, default=Path("/tmp/pdm"), help="parsedmarc's virtual environment")
     ap.add_argument("--install", action="store_true", help="create the venv and pip install parsedmarc if missing")
@@ -166,46 +238,68 @@ def main(argv: list[str] | None = None) -> int:
     if not Path("/usr/bin/time").exists():
         raise SystemExit("/usr/bin/time is missing (apt-get install time)")
     from .worker import default_jobs
-    with tempfile.TemporaryDirectory(prefix="logscope-dmarc-bench-") as tmp:
-        work = Path(tmp)
-        data = work / "reports"
-        n = replicate(args.corpus, data, args.files)
-        size = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
-        print(f"input: {n:,} report files ({size / 1e6:.1f} MB) replicated from {args.corpus}")
-        medians = {}
-        summary = {}
-        for jobs in sorted({1, default_jobs()}):
-            runs, summary = run_logscope(data, args.runs, work, jobs)
-            medians[jobs] = statistics.median(w for w, _ in runs)
-            records = summary["totals"]["records"]
-            print(f"logscope -j {jobs} median: {medians[jobs]:.2f} s, {records / medians[jobs]:,.0f} records/s, "
-                  f"{n / medians[jobs]:,.0f} files/s, peak RSS {statistics.median(r for _, r in runs):.0f} MB "
-                  f"({records:,} records, {summary['totals']['skipped_records']:,} bad records skipped)")
-        records = summary["totals"]["records"]
-        ours = {d["domain"]: d["messages"] for d in summary["domains"]}
-        if args.no_parsedmarc:
-            return 0
+    cpus = default_jobs()
+    exe = None
+    if not args.no_parsedmarc:
         exe = install_parsedmarc(args.venv) if args.install else args.venv / "bin" / "parsedmarc"
         if not exe.exists():
             print(f"parsedmarc not found at {exe}: run with --install (needs PyPI access)")
             return 1
-        pd_runs, theirs, rows, failed = run_parsedmarc(exe, data, args.runs, work)
-        pd_wall = statistics.median(w for w, _ in pd_runs)
-        print(f"parsedmarc median: {pd_wall:.2f} s, {records / pd_wall:,.0f} records/s (same {records:,} report "
-              f"records; it wrote {rows:,} rows, splitting multi-day reports per day), {n / pd_wall:,.0f} files/s, "
-              f"peak RSS {statistics.median(r for _, r in pd_runs):.0f} MB")
-        for jobs, wall in sorted(medians.items()):
-            print(f"speed-up of logscope -j {jobs} over parsedmarc (wall clock, same input): {pd_wall / wall:.1f}x")
-        reasons = collections.Counter(why for why in failed.values())
+    with tempfile.TemporaryDirectory(prefix="logscope-dmarc-bench-") as tmp:
+        work = Path(tmp)
+        data = work / "reports"
+        n = replicate(args.corpus, data, args.files)
+        os.sync()  # the copies on disk now, not written back while the tools run
+        size = sum(p.stat().st_size for p in data.rglob("*") if p.is_file())
+        print(f"input: {n:,} report files ({size / 1e6:.1f} MB) replicated from {args.corpus}; {cpus} CPUs; "
+              f"logscope's default is one process per CPU")
+        ours = {None: logscope_tool(None), 1: logscope_tool(1), 2: logscope_tool(2)}
+        theirs = {}
+        if exe is not None:
+            theirs = {None: parsedmarc_tool(exe, work / "parsedmarc", None),
+                      2: parsedmarc_tool(exe, work / "parsedmarc", 2)}
+        tools = [*ours.values(), *theirs.values()]
+        run_all(tools, data, args.runs, work)
+        # the logscope summary of the same input, for the records count and the per-domain totals
+        timed([*ours[None].cmd, str(data)], work / "logscope.json")
+        summary = json.loads((work / "logscope.json").read_text())
+        records = summary["totals"]["records"]
+        print(f"medians of {args.runs} ({records:,} records, {summary['totals']['skipped_records']:,} bad records "
+              f"skipped):")
+        print_medians(tools, records, n)
+
+        one = min(data.rglob("*.xml"))
+        small = [logscope_tool(None), logscope_tool(1)] + ([parsedmarc_tool(exe, work / "parsedmarc", None)]
+                                                           if exe is not None else [])
+        print(f"one file ({one.name}), the small-input overhead:")
+        run_all(small, one, args.runs, work)
+        print_medians(small)
+
+        if exe is None:
+            return 0
+        print("speed-ups:")
+        speedup(ours[None], theirs[None])
+        speedup(ours[2], theirs[2])
+        speedup(ours[1], theirs[None])
+        best = min(theirs.values(), key=Tool.median)
+        if best is not theirs[None]:
+            speedup(ours[None], best)  # parsedmarc's fastest configuration
+        failed = {m[1]: m[2] for m in _FAILED.finditer(theirs[2].runs[-1].stderr + theirs[None].runs[-1].stderr)}
+        run_all([theirs[None]], data, 1, work)  # its output of the full input, for the totals
+        totals, rows = parsedmarc_totals(work / "parsedmarc")
+        print(f"parsedmarc wrote {rows:,} rows (it splits multi-day reports per day)")
+        reasons = collections.Counter(failed.values())
         for why, count in reasons.most_common():
             print(f"parsedmarc could not parse {count:,} files: {why}")
-        compare("all files", ours, theirs)
+        ours_totals = {d["domain"]: d["messages"] for d in summary["domains"]}
+        compare("all files", ours_totals, totals)
         if failed:
             from .collect import read_reports
             kept = [str(p) for p in sorted(data.rglob("*")) if p.is_file() and str(p) not in failed]
-            like = read_reports(kept, lambda o, w: None, None, jobs=default_jobs()).records
-            mine = {d: int(c) for d, c in like.group_by("domain").agg(__import__("polars").col("count").sum()).iter_rows()}
-            compare("only the files parsedmarc could parse", mine, theirs)
+            like = read_reports(kept, lambda o, w: None, None, jobs=cpus).records
+            import polars as pl
+            mine = {d: int(c) for d, c in like.group_by("domain").agg(pl.col("count").sum()).iter_rows()}
+            compare("only the files parsedmarc could parse", mine, totals)
     return 0
 
 

@@ -9,6 +9,7 @@ is counted once: the first one read wins, later copies only count as duplicates.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable, MutableSet
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,7 +17,7 @@ import polars as pl
 
 from . import aggregate
 from .inputs import Limits, OnError
-from .worker import iter_events
+from .worker import Event, iter_events
 
 _S = pl.String
 _LS = pl.List(pl.String)
@@ -75,15 +76,26 @@ def read_reports(paths: list[str], on_error: OnError, on_note: OnNote | None = N
 
     ``jobs`` > 1 parses many files on that many processes; the result is the same.
     """
-    seen: set[tuple[str, str]] = set()
-    seen_tls: set[tuple[str, str]] = set()
+    return collect(iter_events(paths, limits, jobs), on_error, on_note)
+
+
+Key = tuple[str, str]
+
+
+def collect(events: Iterable[Event], on_error: OnError, on_note: OnNote | None = None,
+            seen: MutableSet[Key] | None = None, seen_tls: MutableSet[Key] | None = None) -> Dataset:
+    """The :class:`Dataset` of parse events (:mod:`.worker`). A report whose key is in ``seen``
+    (``seen_tls`` for TLS reports) counts as a duplicate; the keys of the others are added, so
+    a caller that keeps the sets (``tail``) counts each report once across calls."""
+    seen = set() if seen is None else seen
+    seen_tls = set() if seen_tls is None else seen_tls
     reports: list[tuple] = []
     rows: list[tuple] = []
     tls_reports: list[tuple] = []
     tls_policies: list[tuple] = []
     tls_failures: list[tuple] = []
     payloads = duplicates = skipped = failed = 0
-    for kind, origin, item in iter_events(paths, limits, jobs):
+    for kind, origin, item in events:
         if kind == "error":
             failed += 1
             on_error(origin, item)

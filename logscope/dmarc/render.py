@@ -14,9 +14,9 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import lru_cache
 from pathlib import Path
 
-import jinja2
 import polars as pl
 
 from ..errors import UsageError
@@ -199,7 +199,7 @@ def render_markdown(ds: Dataset, secs: list[Section]) -> str:
     return "\n".join(out) + "\n"
 
 
-_HTML = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string("""<!doctype html>
+_HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>DMARC report</title>
 <style>
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
@@ -223,7 +223,14 @@ p.rec{background:#eef7ee;border-left:4px solid #4a4;padding:.3em .6em}
 {% for line in s.lines %}<p class="rec">Recommendation: {{ line }}</p>{% endfor %}
 </section>
 {% endfor %}</body></html>
-""")
+"""
+
+
+@lru_cache(maxsize=1)
+def _html_template():
+    """Compiled on first use: jinja2 and the compile cost 40 ms that text and JSON output do not need."""
+    import jinja2
+    return jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined).from_string(_HTML)
 
 
 def render_html(ds: Dataset, secs: list[Section]) -> str:
@@ -231,7 +238,7 @@ def render_html(ds: Dataset, secs: list[Section]) -> str:
                  cells=[[(clean(_cell(r.get(c.key), c.kind), 1000), c) for c in s.columns] for r in s.rows]) for s in secs]
     for d in data:
         d["lines"] = [clean(line, 1000) for line in d["lines"]]
-    return _HTML.render(headline=[clean(line, 1000) for line in headline(ds)], sections=data)
+    return _html_template().render(headline=[clean(line, 1000) for line in headline(ds)], sections=data)
 
 
 def _jsonable(v):

@@ -2,7 +2,8 @@
 
 Parsing a report is pure Python plus expat, so one process does one core's
 worth; with many small files (a year of reports) the files are cut into chunks
-parsed by a process pool. Events come back in input order either way, so the
+that forked workers and this process take in turn (see :class:`_Shared`).
+Events come back in input order either way, so the
 output (and which copy of a duplicate wins) does not depend on ``jobs``.
 Nothing here imports polars: workers stay light.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+import queue
 from typing import Iterator
 
 from . import aggregate, tlsrpt
@@ -21,8 +22,9 @@ from .inputs import Limits, read_path, walk
 # An event: ("error", origin, why) | ("note", origin, text) | ("dmarc", origin, Aggregate) | ("tls", origin, TlsReport)
 Event = tuple
 
-PARALLEL_MIN_FILES = 200  # below this, starting workers costs more than it saves
-CHUNK_FILES = 100
+PARALLEL_MIN_FILES = 400  # below this, starting workers costs more than it saves (measured: bench)
+CHUNK_FILES = 200  # files per chunk, at most ...
+CHUNK_MIN_FILES = 25  # ... and at least
 
 
 def default_jobs() -> int:
@@ -75,14 +77,87 @@ def iter_events(paths: list[str], limits: Limits = Limits(), jobs: int = 1) -> I
     errors: list[Event] = []
     files = expand(paths, errors)
     yield from errors
-    if jobs <= 1 or len(files) < PARALLEL_MIN_FILES or "-" in files:
+    if jobs <= 1 or len(files) < PARALLEL_MIN_FILES or "-" in files \
+            or "fork" not in multiprocessing.get_all_start_methods():
         for f in files:
             yield from parse_file(f, limits)
         return
-    chunks = [files[i:i + CHUNK_FILES] for i in range(0, len(files), CHUNK_FILES)]
-    # fork is cheap and safe here: polars has run nothing yet and the workers never call it
-    methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-    with ProcessPoolExecutor(max_workers=min(jobs, len(chunks)), mp_context=ctx) as pool:
-        for events in pool.map(_parse_chunk, chunks, [limits] * len(chunks)):
-            yield from events
+    size = max(CHUNK_MIN_FILES, min(CHUNK_FILES, len(files) // (8 * jobs)))
+    yield from _Shared([files[i:i + size] for i in range(0, len(files), size)], limits, jobs)
+
+
+class _Shared:
+    """Chunks of files parsed by ``jobs - 1`` forked workers and this process, which all take the next
+    chunk from one shared counter; events come out in chunk order.
+
+    This process is a worker too because it has to be awake anyway (to take results, and for the
+    caller's work on them): the caller's share of the work is then simply fewer chunks parsed here,
+    whatever the load on each core, and only the other workers' events are pickled. Fork is cheap
+    and safe here: polars has run nothing yet and the workers never call it.
+    """
+
+    def __init__(self, chunks: list[list[str]], limits: Limits, jobs: int):
+        self.chunks = chunks
+        self.limits = limits
+        ctx = multiprocessing.get_context("fork")
+        self.next = ctx.Value("l", 0)
+        self.results = ctx.Queue()
+        self.workers = [ctx.Process(target=self._work, name=f"logscope-dmarc-{n}", daemon=True)
+                        for n in range(jobs - 1)]
+
+    def _take(self) -> int:
+        with self.next.get_lock():
+            i = self.next.value
+            self.next.value = i + 1
+        return i
+
+    def _work(self) -> None:
+        try:
+            while (i := self._take()) < len(self.chunks):
+                self.results.put((i, _parse_chunk(self.chunks[i], self.limits)))
+        except BaseException as exc:  # a bug (or MemoryError) on some hostile file: the parent raises it
+            self.results.put((-1, exc))
+        finally:
+            self.results.close()
+            self.results.join_thread()
+
+    def __iter__(self) -> Iterator[Event]:
+        for w in self.workers:
+            w.start()
+        done: dict[int, list[Event]] = {}
+        try:
+            for want in range(len(self.chunks)):
+                while want not in done:
+                    self._collect(done, block=False)
+                    if want in done:
+                        break
+                    i = self._take()
+                    if i < len(self.chunks):
+                        done[i] = _parse_chunk(self.chunks[i], self.limits)
+                    else:  # every chunk is taken: wait for the workers'
+                        self._collect(done, block=True)
+                yield from done.pop(want)
+        finally:
+            with self.next.get_lock():
+                self.next.value = len(self.chunks)  # an early stop: workers take nothing more
+            for w in self.workers:
+                w.join(5)
+                if w.is_alive():
+                    w.kill()
+
+    def _collect(self, done: dict[int, list[Event]], block: bool) -> None:
+        """Move finished chunks from the queue into ``done``; raise what a worker raised."""
+        while True:
+            try:
+                i, events = self.results.get(timeout=1.0) if block else self.results.get_nowait()
+            except queue.Empty:
+                if not block:
+                    return
+                if not any(w.is_alive() for w in self.workers):
+                    raise RuntimeError("a DMARC parsing worker died (killed, or out of memory)") from None
+                continue
+            if i < 0:
+                raise events
+            done[i] = events
+            if block:
+                return
