@@ -61,7 +61,7 @@ def add_parser(sub, common) -> None:
     r.add_argument("--batch-bytes", type=int, default=CHUNK_BYTES, help=argparse.SUPPRESS)  # tests, tuning
     m = p.add_argument_group("metrics and live view")
     m.add_argument("--listen", default=None, metavar="ADDR:PORT",
-                   help="serve Prometheus /metrics here (default :3904)")
+                   help="serve Prometheus /metrics here (default 127.0.0.1:3904; :3904 for all addresses)")
     m.add_argument("--no-metrics", action="store_true", help="do not serve /metrics")
     m.add_argument("--web-config", metavar="FILE",
                    help="TLS and basic auth for /metrics (Prometheus exporter-toolkit web-config.yml format)")
