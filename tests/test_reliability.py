@@ -52,6 +52,7 @@ from logscope.sources.follow import FileInput
 from logscope.state import StateStore
 from logscope.tail import StatsSink, Tail, TailOptions
 
+from . import test_tail
 from .conftest import SAMPLES
 from .test_alerts import cert  # noqa: F401  (fixture: a self-signed certificate for 127.0.0.1)
 from .test_prometheus import basic, bcrypt_hash, fetch, free_port, write_web_config
@@ -314,15 +315,7 @@ class DiskSink:
             os.close(fd)
 
 
-class Collect:
-    def __init__(self):
-        self.messages: list[str] = []
-        self.lock = threading.Lock()
-
-    def add(self, events):
-        with self.lock:
-            self.messages += events["message"].to_list()
-
+class Collect(test_tail.Collect):
     def count(self) -> int:
         with self.lock:
             return len(self.messages)

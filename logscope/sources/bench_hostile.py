@@ -39,6 +39,8 @@ from pathlib import Path
 from random import Random
 from typing import Iterator
 
+from .bench_follow import _child_pid
+
 from prometheus_client.parser import text_string_to_metric_families
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -185,19 +187,6 @@ def _status_kb(pid: int, key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1])
     return 0
-
-
-def _child_pid(pid: int) -> int:
-    """The logscope process under /usr/bin/time (or ``pid`` itself)."""
-    for _ in range(200):
-        try:
-            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        except OSError:
-            return pid
-        if kids:
-            return int(kids[0])
-        time.sleep(0.01)
-    return pid
 
 
 @dataclass
