@@ -326,12 +326,10 @@ def _tls_partial(events: pl.DataFrame, sess: pl.DataFrame | None, ob: pl.DataFra
     out: dict[str, pl.DataFrame] = {}
     parts = [p.select(raw) for p in parts if p.height]
     if parts:
-        sums = [pl.col("sessions").sum(), pl.col("messages").sum(), pl.col("first_seen").min(), pl.col("last_seen").max()]
-        # added up by the raw values first: peer() and protocol() then run on distinct values only
-        raw_sums = pl.concat(parts, how="vertical_relaxed").group_by("direction", "host", "ip", "protocol", "cipher").agg(sums)
-        out["tls_peers"] = raw_sums.group_by(
+        out["tls_peers"] = pl.concat(parts, how="vertical_relaxed").group_by(
             "direction", peer(pl.col("host"), pl.col("ip")).alias("peer"), protocol(pl.col("protocol")).alias("protocol"),
-            _cut(pl.col("cipher"), 80).alias("cipher")).agg(sums)
+            _cut(pl.col("cipher"), 80).alias("cipher")).agg(
+            pl.col("sessions").sum(), pl.col("messages").sum(), pl.col("first_seen").min(), pl.col("last_seen").max())
     out["tls_failures"] = _tls_failures(events)
     return out
 
