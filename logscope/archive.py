@@ -45,6 +45,7 @@ from urllib.parse import quote
 
 import polars as pl
 
+from .config import ARCHIVE_RETENTION_DAYS
 from .schema import SCHEMA
 from .sources.files import SourceError, open_binary
 from .sources.follow import HEAD_BYTES, _COMPRESSED_MAGIC, head_of
@@ -53,7 +54,7 @@ from .state import default_state_dir
 LEDGER = "_ledger.json"
 LEDGER_VERSION = 1
 NULL_PART = "__HIVE_DEFAULT_PARTITION__"
-DEFAULT_RETENTION_DAYS = 90
+DEFAULT_RETENTION_DAYS = ARCHIVE_RETENTION_DAYS
 PART_GLOB = "day=*/host=*/*.parquet"
 TMP_GLOB = "day=*/host=*/.*.tmp"
 PIECE_ROWS = 32_768  # events per piece read back (about one 6 MB read chunk of a log file)

@@ -15,14 +15,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import polars as pl
+from typing import TYPE_CHECKING
 
 from . import __version__, config as cfg
-from .header import HeaderOptions
-from .parsers import ParserFileError, ParserSet, load as load_parsers
-from .pipeline import ReadOptions, iter_events
 from .errors import ErrorLog, UsageError
-from .summary import Summary, format_table
+
+if TYPE_CHECKING:  # the engine, polars and pyparsing are imported by the commands that need them
+    import polars as pl
+
+    from .header import HeaderOptions
+    from .parsers import ParserSet
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -74,11 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def header_options(args, conf: cfg.Config) -> HeaderOptions:
+    from .header import HeaderOptions
     tz = args.tz or conf.tz or cfg.local_timezone()
     return HeaderOptions(tz=cfg.check_tz(tz), year=args.year or conf.year, default_program=args.program or conf.program)
 
 
 def parsers_from_args(args, conf: cfg.Config) -> ParserSet:
+    from .parsers import ParserFileError, load as load_parsers
     dirs = [Path(d) for d in conf.parsers_dirs + args.parsers_dir]
     try:
         return load_parsers(dirs, tuple(conf.syslog_names + args.syslog_name))
@@ -88,6 +92,7 @@ def parsers_from_args(args, conf: cfg.Config) -> ParserSet:
 
 def _writer(out: str):
     """A function that appends one events frame to ``out``, and one that finishes it."""
+    import polars as pl
     suffix = Path(out).suffix.lower()
     if suffix not in (".parquet", ".csv", ".ndjson", ".jsonl"):
         raise UsageError(f"{out}: unknown output format (use .parquet, .csv, .ndjson or .jsonl)")
@@ -124,6 +129,8 @@ def _writer(out: str):
 
 
 def cmd_parse(args) -> int:
+    from .pipeline import ReadOptions, iter_events
+    from .summary import Summary, format_table
     conf = cfg.load(args.config)
     header = header_options(args, conf)
     parsers = parsers_from_args(args, conf)

@@ -63,6 +63,9 @@ class EmailConfig:
 
 EMAIL_PATHS = ("template_dir", "smtp_password_file", "smtp_ca_file")
 SMTP_SECURITY = ("starttls", "tls", "none")
+ARCHIVE_RETENTION_DAYS = 90  # default of ingest/tail --retention-days
+SMTP_PASSWORD_ENV = "LOGSCOPE_SMTP_PASSWORD"
+EMAIL_SUBJECT = "logscope weekly report {period}"  # default subject template of report --email
 
 
 @dataclass

@@ -28,10 +28,11 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from .config import EMAIL_SUBJECT, SMTP_PASSWORD_ENV, SMTP_SECURITY
 from .errors import UsageError
 from .render import clean
 
-DEFAULT_SUBJECT = "logscope weekly report {period}"
+DEFAULT_SUBJECT = EMAIL_SUBJECT
 MAX_ALERTS = 50  # alerts listed one by one in the e-mail (all of them are counted per rule)
 # The headline numbers compared with the previous period: key, label, unit ("n" count, "%" share in percent).
 HEADLINE = [("received", "received", "n"), ("delivered", "delivered", "n"), ("rejected", "rejected", "n"),
@@ -39,8 +40,8 @@ HEADLINE = [("received", "received", "n"), ("delivered", "delivered", "n"), ("re
             ("tls_in_pct", "inbound sessions with TLS", "%"), ("tls_out_pct", "outbound deliveries with TLS", "%"),
             ("unparsed_pct", "unparsed lines", "%")]
 DIGITS = {"unparsed_pct": 2}  # decimals of a share (default 1): a small unparsed share still shows
-SECURITY = ("starttls", "tls", "none")
-PASSWORD_ENV = "LOGSCOPE_SMTP_PASSWORD"
+SECURITY = SMTP_SECURITY
+PASSWORD_ENV = SMTP_PASSWORD_ENV
 _TEMPLATES = Path(__file__).parent / "templates"
 
 

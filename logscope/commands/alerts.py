@@ -10,7 +10,6 @@ from pathlib import Path
 from .. import config as cfg
 from ..cli import header_options, parsers_from_args
 from ..errors import ErrorLog, UsageError
-from ..pipeline import ReadOptions, iter_events
 
 DESCRIPTION = """Alert rules: `check` validates a rules file (TOML); `test` replays log files (and DMARC
 reports) through it and prints which alerts would have fired when and when they resolved, like
@@ -102,6 +101,7 @@ def run_test(args) -> int:
     if args.files:
         header = header_options(args, conf)
         parsers = parsers_from_args(args, conf)
+        from ..pipeline import ReadOptions, iter_events
         for events in iter_events(args.files, parsers, ReadOptions(header), on_error):
             engine.add(events)
     if args.dmarc:

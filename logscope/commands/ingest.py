@@ -5,18 +5,18 @@ from __future__ import annotations
 import sys
 
 from .. import config as cfg
-from ..archive import DEFAULT_RETENTION_DAYS, Archive, ArchiveError, default_archive_dir
 from ..errors import ErrorLog, UsageError
 
 
 def add_parser(sub, common) -> None:
+    from ..state import default_state_dir  # cheap; the archive module (and polars) load only in run()
     p = sub.add_parser("ingest", help="add log files to the local archive (reports over any period, after rotation)",
                        description="Parse log files (plain, .gz, .bz2, .xz; rotated sets in order) into the local "
                                    "Parquet archive that `logscope report --from-archive` reads. Lines archived "
                                    "before are skipped, so running it again (e.g. daily from cron) never counts twice.")
     p.add_argument("files", nargs="*", metavar="FILE")
-    p.add_argument("--archive", metavar="DIR", help=f"archive directory (default {default_archive_dir()})")
-    p.add_argument("--retention-days", type=int, default=DEFAULT_RETENTION_DAYS, metavar="N",
+    p.add_argument("--archive", metavar="DIR", help=f"archive directory (default {default_state_dir() / 'archive'})")
+    p.add_argument("--retention-days", type=int, default=cfg.ARCHIVE_RETENTION_DAYS, metavar="N",
                    help="remove days more than N days older than the newest event (default %(default)s; 0 keeps all)")
     p.add_argument("--compact", action="store_true", help="merge the small part files of each partition into one")
     common(p)
@@ -24,6 +24,7 @@ def add_parser(sub, common) -> None:
 
 
 def run(args) -> int:
+    from ..archive import Archive, ArchiveError
     from ..cli import header_options, parsers_from_args
     from ..sources.files import order_rotated
 

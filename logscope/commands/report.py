@@ -40,24 +40,23 @@ def _add_email_arguments(p) -> None:
 
     Defaults are None so that ``_mail_settings`` can tell a flag from the config's ``[email]`` value.
     """
-    from ..mail import DEFAULT_SUBJECT, PASSWORD_ENV, SECURITY
     g = p.add_argument_group("e-mail", "send the report as an e-mail (text + HTML, JSON attached) instead of printing "
                                        "it; every option can be set in the config file's [email] table")
     g.add_argument("--email", nargs="?", const="", metavar="TO[,TO...]",
                    help="recipients of the report e-mail (without addresses: email.to of the config)")
     g.add_argument("--smtp", metavar="HOST[:PORT]",
                    help="SMTP server (default localhost, port 25; 465 with --smtp-security tls)")
-    g.add_argument("--smtp-security", choices=SECURITY,
+    g.add_argument("--smtp-security", choices=cfg.SMTP_SECURITY,
                    help="starttls (default; refuses servers without it), tls (implicit, port 465) or none")
     g.add_argument("--smtp-user", help="authenticate as this user")
     g.add_argument("--smtp-password-file", metavar="FILE",
-                   help=f"file whose first line is the SMTP password (else ${PASSWORD_ENV}; never on the command line)")
+                   help=f"file whose first line is the SMTP password (else ${cfg.SMTP_PASSWORD_ENV}; never on the command line)")
     # declared so that it cannot be an abbreviation of --smtp-password-file; refused in _email()
     g.add_argument("--smtp-password", help=argparse.SUPPRESS)
     g.add_argument("--smtp-ca-file", metavar="FILE", help="CA certificates to verify the SMTP server with (default: system)")
     g.add_argument("--from", dest="mail_from", metavar="ADDRESS", help="sender address (default logscope@FQDN)")
     g.add_argument("--subject", help=f"subject template; fields {{period}} {{host}} {{received}} {{rejected}} "
-                                     f"(default {DEFAULT_SUBJECT!r})")
+                                     f"(default {cfg.EMAIL_SUBJECT!r})")
     g.add_argument("--template-dir", metavar="DIR", help="directory with email.html.j2/email.txt.j2 overriding the built-in ones")
     g.add_argument("--dry-run", metavar="FILE.eml",
                    help="write the message to this .eml file instead of sending it")
