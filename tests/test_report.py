@@ -143,16 +143,21 @@ def test_report_is_the_same_whatever_the_chunking(tmp_path, parser_set):
     from logscope.pipeline import ReadOptions, iter_events
     from logscope.report import Report
 
+    from datetime import datetime
+
     log = tmp_path / "maillog"
-    generate(log, lines=20_000, seed=7)
+    generate(log, lines=20_000, seed=7, start=datetime(2026, 3, 1, 23, 40))  # across midnight
 
     def build(chunk_bytes: int) -> str:
-        rep = Report(load_classes())
+        rep = Report(load_classes(), batch_rows=1)  # every chunk goes through the views on its own
         for events in iter_events([str(log)], parser_set, ReadOptions(HeaderOptions(tz="UTC", year=2026), chunk_bytes=chunk_bytes,
                                                                       keep_file=False), pytest.fail):
             rep.add(events)
         doc = rep.build(top=25)
         doc.pop("generated", None)
+        hours = doc["traffic"]["per_hour"]
+        assert [h["hour"] for h in hours] == ["00", "23"]
+        assert sum(h["received"] for h in hours) == doc["traffic"]["totals"]["received"]
         return json.dumps(doc, sort_keys=True, default=str)
 
     whole = build(64 * 1024 * 1024)

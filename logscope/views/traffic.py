@@ -57,7 +57,8 @@ def partial(events: pl.DataFrame, tracked: dict[str, pl.DataFrame]) -> dict[str,
     sums = [pl.col(c).sum().cast(pl.Int64) for c in _COUNTERS]
     out["totals"] = pf.select(sums) if pf.height else pl.DataFrame()
     out["per_day"] = pf.group_by(pl.col("ts").dt.date().alias("day")).agg(sums) if pf.height else pl.DataFrame()
-    out["per_hour"] = pf.group_by(pl.col("ts").dt.hour().alias("hour")).agg(sums) if pf.height else pl.DataFrame()
+    # the hour is text ("07"): merge() adds up numeric columns and would sum the hours of two chunks
+    out["per_hour"] = pf.group_by(pl.col("ts").dt.strftime("%H").alias("hour")).agg(sums) if pf.height else pl.DataFrame()
     out["deferred_ids"] = pf.filter(pl.col("deferral")).select("host", "queue_id").unique()
     rec = tracked["received_bytes"]
     out["senders"] = rec.group_by(pl.col("sender").fill_null("")).agg(
