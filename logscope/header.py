@@ -115,15 +115,17 @@ def _iso_to_utc(iso: pl.Expr, tz: str) -> pl.Expr:
 
 
 def _timestamps(df: pl.DataFrame, opts: HeaderOptions, anchor: datetime) -> pl.Series:
-    """UTC timestamps from the time stamp text (``_tstext``), computed once per distinct value.
+    """UTC timestamps from the time stamp text (``_tstext``), computed once per run of equal values.
 
-    Busy logs repeat the same second thousands of times, so the date
-    arithmetic runs on the distinct texts and is joined back. The text's shape
-    says its format: a month name (BSD), ``T`` or a space after the date
+    Busy logs repeat the same second many times in a row, so the date
+    arithmetic runs once per run (``rle``) and is gathered back by run id,
+    which is cheaper than hashing every row for a unique-and-join. The text's
+    shape says its format: a month name (BSD), ``T`` or a space after the date
     (RFC 3339, ISO with a space), 24 hex digits (TAI64N).
     """
-    keyed = df.select("_tstext")
-    uniq = keyed.unique().filter(pl.col("_tstext").is_not_null())
+    text = df["_tstext"]
+    run = text.rle_id()
+    uniq = text.rle().struct.field("value").to_frame("_tstext")
     t = pl.col("_tstext")
     is_bsd = t.str.slice(0, 1).is_in(list("ADFJMNOS"))
     uniq = uniq.with_columns(
@@ -151,20 +153,20 @@ def _timestamps(df: pl.DataFrame, opts: HeaderOptions, anchor: datetime) -> pl.S
         pl.when(pl.col("_isos_ts").is_not_null()).then(isos_ts),
         pl.when(pl.col("_tai_ts").is_not_null()).then(tai_ts),
     ).alias("ts"))
-    return keyed.join(uniq.select("_tstext", "ts"), on="_tstext", how="left", maintain_order="left")["ts"]
+    return uniq["ts"].gather(run)
 
 
 def parse_header(lines: pl.DataFrame, opts: HeaderOptions) -> pl.DataFrame:
     """Add ts, host, program, pid, message, level and hint columns to a frame with ``line``."""
     anchor = opts.anchor or datetime.now(timezone.utc)
     L = pl.col("_l")
-    has_pri = pl.col("line").str.starts_with("<")
-    # <PRI> prefix: strip it, remember that the rest may be RFC 5424.
-    df = lines.select(
-        pl.col("line").fill_null(""),
-        pl.when(has_pri).then(pl.col("line").str.replace(r"^<\d{1,3}>", "")).otherwise(pl.col("line").fill_null("")).alias("_l"),
-        has_pri.fill_null(False).alias("_pri"),
-    )
+    has_pri = pl.col("line").str.starts_with("<").fill_null(False)
+    # <PRI> prefix: strip it, remember that the rest may be RFC 5424 (the replace copies every
+    # string, so it runs only when the batch has such lines).
+    line = pl.col("line").fill_null("")
+    df = lines.select(line, has_pri.alias("_pri"))
+    df = df.with_columns(pl.when(has_pri).then(line.str.replace(r"^<\d{1,3}>", "")).otherwise(line).alias("_l")
+                         if df["_pri"].any() else line.alias("_l"))
     first = L.str.slice(0, 1)
     df = df.with_columns(
         (first.is_in(list("0123456789")) & (L.str.slice(10, 1) == " ") & L.str.contains(r"^\d{4}-\d\d-\d\d \d")).alias("_f_isos"),

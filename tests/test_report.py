@@ -64,6 +64,39 @@ def test_agrees_with_pflogsumm_on_generated_log(tmp_path):
     assert_agree(path)
 
 
+def pflogsumm_table(path: Path, title: str) -> list[tuple[str, list[int]]]:
+    """Rows of one pflogsumm table ("Per-Day Traffic Summary", "Per-Hour Traffic Summary") without empty ones."""
+    out = subprocess.run([PFLOGSUMM, str(path)], capture_output=True, text=True, timeout=600).stdout
+    body = out.split(title, 1)[1].split("\n\n", 1)[0]
+    rows = []
+    for m in re.finditer(r"^    (\S.*?)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*$", body, re.M):
+        counts = [int(m.group(i)) for i in range(2, 7)]
+        if any(counts):
+            rows.append((m.group(1), counts))
+    return rows
+
+
+@pytest.mark.skipif(PFLOGSUMM is None, reason="pflogsumm not installed (Debian package pflogsumm)")
+def test_per_day_and_per_hour_tables_agree_with_pflogsumm(tmp_path):
+    """The per-day and per-hour tables (received, delivered, deferred, bounced, rejected) match pflogsumm's,
+    over a log that crosses midnight and one that spans two hours of one day."""
+    from datetime import datetime
+
+    def ours(path: Path, table: str) -> list[list[int]]:
+        doc = json.loads(run("report", str(path), "--format", "json", "--tz", "UTC", "--year", "2025").stdout)
+        return [[r["received"], r["delivered"], r["deferrals"], r["bounced"], r["rejected"]] for r in doc["traffic"][table]]
+
+    two_days, one_day = tmp_path / "two-days", tmp_path / "one-day"
+    generate(two_days, lines=40_000, seed=7, start=datetime(2025, 3, 1, 23, 30))
+    generate(one_day, lines=40_000, seed=7, start=datetime(2025, 3, 1, 21, 30))
+    days = pflogsumm_table(two_days, "Per-Day Traffic Summary")
+    assert [d.split()[:2] for d, _ in days] == [["Mar", "1"], ["Mar", "2"]]
+    assert ours(two_days, "per_day") == [c for _, c in days]
+    hours = pflogsumm_table(one_day, "Per-Hour Traffic Summary")
+    assert [h for h, _ in hours] == ["2100-2200", "2200-2300"]
+    assert ours(one_day, "per_hour") == [c for _, c in hours]
+
+
 def test_formats_and_sections(tmp_path):
     sample = str(SAMPLES / "maillog")
     doc = json.loads(run("report", sample, "--format", "json", "--tz", "UTC").stdout)
