@@ -13,6 +13,9 @@
 * ``SmtpTls``: postfix smtp deliveries with the TLS session their process
   established to the same relay just before; the last session per process is
   carried across chunks.
+* ``SpamVerdicts``: rspamd's spam verdicts that the MTA did not itself reject
+  (no milter-reject of the same queue id), held for one chunk so that a
+  verdict and its reject on either side of a chunk boundary still meet.
 
 All tolerate input that starts or ends in the middle of a unit and count
 what they could not attribute instead of guessing.
@@ -33,6 +36,37 @@ def _kind_is(*kinds: str) -> pl.Expr:
 
 
 _TLS_COLS = {"_tls_relay": "relay_host", "_trust": "tls_trust", "_proto": "tls_protocol", "_cipher": "tls_cipher"}
+
+
+class SpamVerdicts:
+    """rspamd verdicts that flag spam, minus those the MTA rejected (counted once, as the MTA's reject).
+
+    ``feed(verdicts, rejected_ids)`` takes a chunk's flagged verdicts and the
+    queue ids of the MTA's rejects in the same chunk, and returns the verdicts
+    of the chunk before that no reject of either chunk claimed. rspamd and the
+    MTA log the two lines milliseconds apart, in either order, so one chunk of
+    hold suffices; state is one chunk's verdicts and reject ids.
+    """
+
+    def __init__(self):
+        self.held: pl.DataFrame | None = None
+        self.prev_ids = pl.Series("queue_id", [], dtype=pl.String)
+
+    def feed(self, verdicts: pl.DataFrame, rejected_ids: pl.Series, final: bool = False) -> pl.DataFrame | None:
+        ids = rejected_ids.drop_nulls().unique().alias("queue_id")
+        out = self._unclaimed(self.held, ids)
+        both = pl.concat([self.prev_ids, ids]).unique()
+        self.held, self.prev_ids = self._unclaimed(verdicts, both), ids
+        if final:
+            rest, self.held = self.held, None
+            out = rest if out is None else (out if rest is None else pl.concat([out, rest]))
+        return out
+
+    @staticmethod
+    def _unclaimed(verdicts: pl.DataFrame | None, ids: pl.Series) -> pl.DataFrame | None:
+        if verdicts is None or not verdicts.height:
+            return None
+        return verdicts.filter(pl.col("queue_id").is_null() | ~pl.col("queue_id").is_in(ids.implode()))
 
 
 class SmtpTls:

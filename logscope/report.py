@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import polars as pl
 
 from . import __version__
-from .correlate import PostfixMessages, SmtpdSessions, SmtpTls, dovecot_sessions, exim_messages
+from .correlate import PostfixMessages, SmtpdSessions, SmtpTls, SpamVerdicts, dovecot_sessions, exim_messages
 from .views import insights, merge, rejects, tls, traffic
 
 _MERGE_EVERY = 8  # partial tables kept per view before they are added up
@@ -57,6 +57,7 @@ class Report:
         self.messages = PostfixMessages()
         self.sessions = SmtpdSessions()
         self.smtp_tls = SmtpTls()
+        self.verdicts = SpamVerdicts()
         self.exim = exim_messages()
         self.imap = dovecot_sessions()
         self.units = {"exim_messages": [], "dovecot_sessions": []}
@@ -117,7 +118,7 @@ class Report:
         self._keep("traffic", traffic.partial(events, tracked))
         outbound = self.smtp_tls.feed(events)
         self._keep("tls", tls.partial(events, sessions, outbound))
-        self._keep("rejects", rejects.partial(events, self.classes))
+        self._keep("rejects", rejects.partial(events, self.classes, self.verdicts))
         self._keep("insights", insights.partial(events, sessions, self.insight_options, outbound))
 
     def _units(self, events: pl.DataFrame, final: bool = False) -> None:
@@ -144,6 +145,7 @@ class Report:
         self._keep("tls", tls.partial(_empty_like(), open_sessions))
         self._keep("insights", insights.partial(_empty_like(), open_sessions, self.insight_options))
         self._units(_empty_like(), final=True)
+        self._keep("rejects", rejects.partial(_empty_like(), self.classes, self.verdicts, final=True))
         merged = {view: {name: merge(lst) for name, lst in tables.items()} for view, tables in self.partials.items()}
         units = {name: (merge(lst).row(0, named=True) if lst else None) for name, lst in self.units.items()}
         if units["dovecot_sessions"]:

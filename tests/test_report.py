@@ -199,6 +199,39 @@ def test_report_is_the_same_whatever_the_chunking(tmp_path, parser_set):
     assert pl.__version__  # polars in use
 
 
+def test_spam_message_rejected_by_milter_is_counted_once(parser_set):
+    """rspamd's reject verdict and postfix's milter-reject of the same queue id are one spam message in the
+    spammer table; a verdict the MTA did not act on (add header, or no MTA log) still counts."""
+    import polars as pl
+
+    from logscope.classify import load_classes
+    from logscope.engine import parse_lines
+    from logscope.header import HeaderOptions
+    from logscope.report import Report
+
+    verdict = ("Mar  1 00:00:19 mx1 rspamd[7311]: (normal) <585c86>; task; rspamd_task_write_log: id: <a@b>, "
+               "qid: <{qid}>, ip: 192.0.2.7, from: <x@{dom}>, (default: T ({action}): [20.00/15.00] "
+               "[FUZZY_DENIED(12.00){{}}]), len: 27845, time: 545.3ms real, 36.7ms virtual, dns req: 51, "
+               "digest: <8c38>, rcpts: <anna@example.org>, mime_rcpts: <anna@example.org>")
+    milter = ("Mar  1 00:00:19 mx1 postfix/cleanup[7369]: {qid}: milter-reject: END-OF-MESSAGE from "
+              "mail.{dom}[192.0.2.7]: 5.7.1 Spam message rejected; from=<x@{dom}> to=<anna@example.org> "
+              "proto=ESMTP helo=<mail.{dom}>")
+    lines = [verdict.format(qid="9ECE85EEE8", dom="both.example", action="reject"),
+             milter.format(qid="9ECE85EEE8", dom="both.example"),
+             verdict.format(qid="738014C6D0", dom="flagged.example", action="add header"),
+             verdict.format(qid="5A5A5A5A5A", dom="rspamd-only.example", action="reject")]
+    events = parse_lines(pl.DataFrame({"line": lines}), parser_set, HeaderOptions(tz="UTC", year=2026))
+    assert events["kind"].to_list() == ["rspamd_verdict", "milter_action", "rspamd_verdict", "rspamd_verdict"]
+    for cut in (4, 1):  # one chunk; the verdict and the milter-reject in two chunks
+        rep = Report(load_classes(), batch_rows=1)
+        rep.add(events.head(cut))
+        rep.add(events.slice(cut))
+        spam = {r["sender_domain"]: r for r in rep.build()["rejects"]["spam_domains"]}
+        assert {d: r["count"] for d, r in spam.items()} == {"both.example": 1, "flagged.example": 1,
+                                                            "rspamd-only.example": 1}
+        assert spam["both.example"]["classes"] == ["spam"]
+
+
 def test_empty_period_says_where_the_input_lies():
     """--last counts back from now: an old log gives an empty report and a note with the input's time range."""
     res = run("report", str(SAMPLES / "maillog"), "--last", "7d", "--tz", "UTC", "--format", "json")

@@ -31,9 +31,21 @@ def reject_rows(events: pl.DataFrame, classes) -> pl.DataFrame:
                      & ~pl.col("action").fill_null("").is_in(["reject_warning", "warning", "warn", "info", "dunno"]))
 
 
-def partial(events: pl.DataFrame, classes) -> dict[str, pl.DataFrame]:
+def flagged_rows(events: pl.DataFrame) -> pl.DataFrame:
+    """rspamd verdicts that flag spam (see ``correlate.SpamVerdicts`` for the ones the MTA rejected)."""
+    return events.filter(_kind("rspamd_verdict") & pl.col("action").is_in(list(SPAM_ACTIONS))
+                         & pl.col("sender_domain").is_not_null())
+
+
+def partial(events: pl.DataFrame, classes, verdicts=None, final: bool = False) -> dict[str, pl.DataFrame]:
+    """Additive tables of one chunk. ``verdicts`` is a ``correlate.SpamVerdicts``: spam-flagged mail is
+    counted once, as the MTA's reject when it rejected it; without one, every flagged verdict counts.
+    ``final``: the end of the input (the verdicts still held are counted)."""
     out: dict[str, pl.DataFrame] = {}
     rj = reject_rows(events, classes)
+    flagged = flagged_rows(events)
+    if verdicts is not None:
+        flagged = verdicts.feed(flagged, rj["queue_id"], final)
     if rj.height:
         rj = rj.with_columns(pl.col("reject_class").cast(pl.String),
                              pl.when(pl.col("daemon") == "postscreen").then(pl.lit("postscreen"))
@@ -48,9 +60,7 @@ def partial(events: pl.DataFrame, classes) -> dict[str, pl.DataFrame]:
         out["spam_domains"] = count(rj.filter(pl.col("sender_domain").is_not_null()), ["sender_domain", "reject_class"])
         out["spam_domain_ips"] = rj.filter(pl.col("sender_domain").is_not_null() & pl.col("client_ip").is_not_null()).select(
             "sender_domain", "client_ip").unique()
-    flagged = events.filter(_kind("rspamd_verdict") & pl.col("action").is_in(list(SPAM_ACTIONS))
-                            & pl.col("sender_domain").is_not_null())
-    if flagged.height:
+    if flagged is not None and flagged.height:
         out["flagged_domains"] = count(flagged.with_columns(("rspamd " + pl.col("action")).alias("reject_class")),
                                        ["sender_domain", "reject_class"])
         out["flagged_domain_ips"] = flagged.filter(pl.col("client_ip").is_not_null()).select("sender_domain", "client_ip").unique()
