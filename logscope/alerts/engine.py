@@ -150,6 +150,30 @@ def fingerprint(labels: dict[str, str]) -> str:
 
 # --------------------------------------------------------------------- one rule
 
+RESOLUTION_US = 1_000_000  # compacted rows keep their time to the second (rounded up)
+COMPACT_ABOVE = 20_000  # buffered rows of a rule before they are compacted
+
+
+def compact(rows: pl.DataFrame) -> pl.DataFrame:
+    """Equal rows of one second as one row with their count in ``_w``.
+
+    A rule over every line (``unparsed_share``) or a day of rejects
+    (``baseline(24h)``) would otherwise keep one row per line: a busy host's
+    hour is millions. Weighted aggregates (``Aggregate.agg``) give the same
+    values. Times are rounded up to the second, as replay rounds them up to
+    its grid, so replay with a step of whole seconds is exact, and live a row
+    counts at most a second late. Run when a rule's buffer passes
+    ``COMPACT_ABOVE`` rows, so small buffers cost nothing.
+    """
+    if "_w" not in rows.columns:
+        rows = rows.with_columns(pl.lit(1, pl.Int64).alias("_w"))
+    ts_us = pl.col("ts").dt.epoch("us")
+    up = ((ts_us + RESOLUTION_US - 1) // RESOLUTION_US * RESOLUTION_US)
+    keys = [c for c in rows.columns if c != "_w"]
+    return (rows.with_columns(pl.from_epoch(up, "us").dt.replace_time_zone("UTC").alias("ts"))
+            .group_by(keys).agg(pl.col("_w").sum()))
+
+
 class RuleRun:
     """A rule's buffered rows and alert states."""
 
@@ -158,6 +182,8 @@ class RuleRun:
         self.log = log
         self.keys = list(rule.group_by)
         self.frames: list[pl.DataFrame] = []
+        self._compact_above = COMPACT_ABOVE
+        self._rows = 0  # rows in self.frames
         self.active: dict[Key, Alert] = {}
         self.known: OrderedDict[Key, float] = OrderedDict()  # group -> first seen (Unix time)
         self.last_notified: float | None = None
@@ -165,7 +191,7 @@ class RuleRun:
         self.grace_until = 0.0  # restored alerts are not resolved before the window has refilled
         self._overflow_logged = False
         cond = rule.condition
-        self.aggs = [a.agg() for a in cond.aggregates]
+        self.aggs = [a.agg("_w") for a in cond.aggregates]
         self.value_columns = [a.column for a in cond.aggregates] + [b.column for b in cond.baselines]
         self.texts = {a.column: a.text.strip() for a in cond.aggregates + cond.baselines}
         empty = self._empty_values()
@@ -177,6 +203,7 @@ class RuleRun:
     def schema(self) -> dict[str, pl.DataType]:
         out: dict[str, pl.DataType] = {"ts": pl.Datetime("us", "UTC")}
         out.update({k: pl.String for k in self.keys})
+        out["_w"] = pl.Int64
         return out
 
     def select(self, lf: pl.LazyFrame, ts: pl.Expr) -> pl.LazyFrame:
@@ -189,7 +216,10 @@ class RuleRun:
 
     def append(self, df: pl.DataFrame) -> None:
         if df.height:
-            self.frames.append(df)
+            self.frames.append(df.with_columns(pl.lit(1, pl.Int64).alias("_w")) if "_w" not in df.columns else df)
+            self._rows += df.height
+            if self._rows > self._compact_above:  # replay adds everything before it evaluates
+                self.buffer()
             if len(self.keys) and self.empty_true:
                 for *key, first in df.group_by(self.keys).agg(pl.col("ts").min()).iter_rows():
                     self.remember(tuple(key), first.timestamp())
@@ -209,6 +239,12 @@ class RuleRun:
             return None
         if len(self.frames) > 1:
             self.frames = [pl.concat(self.frames, how="vertical_relaxed").rechunk()]
+        self._rows = self.frames[0].height
+        if self._rows > self._compact_above:
+            self.frames = [compact(self.frames[0])]
+            # rows that do not compress (one per client IP) are not compacted again until they double
+            self._rows = self.frames[0].height
+            self._compact_above = max(COMPACT_ABOVE, 2 * self._rows)
         return self.frames[0]
 
     def prune(self, before: float) -> None:
@@ -216,6 +252,7 @@ class RuleRun:
         if buf is not None:
             buf = buf.filter(pl.col("ts") > to_dt(before))
             self.frames = [buf] if buf.height else []
+            self._rows = buf.height
 
     def first_ts(self) -> datetime | None:
         buf = self.buffer()
@@ -259,10 +296,10 @@ class RuleRun:
             span = max(rule.window, min(b.seconds, t - origin))
             part = buf.filter((pl.col("ts") > to_dt(t - b.seconds)) & (pl.col("ts") <= now))
             if self.keys:
-                counts = part.group_by(self.keys).agg((pl.len() / span).alias(b.column))
+                counts = part.group_by(self.keys).agg((pl.col("_w").sum() / span).alias(b.column))
                 agg = agg.join(counts, on=self.keys, how="left")
             else:
-                agg = agg.with_columns(pl.lit(part.height / span).alias(b.column))
+                agg = agg.with_columns(pl.lit(part["_w"].sum() / span).alias(b.column))
         agg = agg.with_columns([pl.col(b.column).cast(pl.Float64).fill_null(0.0) for b in rule.condition.baselines])
         if self.keys:
             agg = self._fill_silent(agg, self._silent_candidates(t))
@@ -295,8 +332,8 @@ class RuleRun:
 
         A window aggregate changes only when a row enters the window (at the grid
         time ``ceil(ts)``) or leaves it (``ceil(ts + window)``; baselines likewise
-        with their period). Probe rows at those times (null arguments, ``_real``
-        0) are added to the rows and ``rolling`` computes every window ``(t -
+        with their period). Probe rows at those times (null arguments, weight
+        ``_w`` 0) are added to the rows and ``rolling`` computes every window ``(t -
         window, t]`` in one pass; the probes' rows are the result. Between two of
         them nothing changes, so the replay needs no dense grid: its cost follows
         the rows, not the length of the history. Columns: keys, ``t``, values, ``_cond``.
@@ -316,10 +353,10 @@ class RuleRun:
         probes = pl.concat([buf.select(*keys, ((ts_us + span + step_us - 1) // step_us * step_us).alias("_us"))
                             for span in spans]).unique().filter(pl.col("_us") <= stop_us)
         probes = probes.select(*keys, pl.from_epoch("_us", "us").dt.replace_time_zone("UTC").alias("ts"),
-                               pl.lit(0, pl.Int8).alias("_real"))
-        rows = pl.concat([buf.with_columns(pl.lit(1, pl.Int8).alias("_real")), probes], how="diagonal_relaxed")
+                               pl.lit(0, pl.Int64).alias("_w"))
+        rows = pl.concat([buf, probes], how="diagonal_relaxed")
         rows = rows.sort([*keys, "ts"])
-        aggs = [a.agg(real="_real") for a in rule.condition.aggregates] or [pl.col("_real").sum().alias("_n")]
+        aggs = [a.agg("_w") for a in rule.condition.aggregates] or [pl.col("_w").sum().alias("_n")]
 
         def rolling(period_us: int, exprs: list[pl.Expr]) -> pl.DataFrame:
             out = rows.rolling("ts", period=f"{period_us}us", closed="right", group_by=keys or None).agg(exprs)
@@ -328,7 +365,7 @@ class RuleRun:
 
         out = rolling(spans[1], aggs)
         for b, span in zip(rule.condition.baselines, spans[2:]):
-            counts = rolling(span, [pl.col("_real").sum().alias(b.column)])
+            counts = rolling(span, [pl.col("_w").sum().alias(b.column)])
             seen = ((pl.col("ts") - pl.lit(origin)).dt.total_microseconds() / 1e6).clip(rule.window, b.seconds)
             out = out.join(counts.with_columns(pl.col(b.column) / seen), on=[*keys, "ts"], how="left")
         out = out.rename({"ts": "t"}).with_columns(pl.col(c).cast(pl.Float64) for c in self.value_columns)

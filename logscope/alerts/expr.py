@@ -432,25 +432,28 @@ class Aggregate:
     text: str  # as written, e.g. "share(not tls)"
     seconds: float = 0.0  # baseline(D): D; rate(): the window
 
-    def agg(self, real: str | None = None) -> pl.Expr:
+    def agg(self, weight: str = "_w") -> pl.Expr:
         """The polars aggregation over a group's buffered rows.
 
-        ``real``: a 0/1 column telling data rows from probe rows (replay adds rows with null arguments
-        at the times it evaluates; every aggregate but the row count ignores them by their nulls).
+        ``weight``: how many source rows each buffered row stands for (the engine keeps equal rows
+        of one second as one row with their count); 0 on the probe rows replay adds at the times it
+        evaluates, whose arguments are null, so min/max/distinct ignore them too.
         """
         a = pl.col(self.arg_column) if self.arg_column else None
+        w = pl.col(weight)
         f = self.func
-        n = pl.len() if real is None else pl.col(real).sum()
+        n = w.sum()
         if f in ("count", "rate"):
-            out = n if a is None else a.fill_null(False).sum()
+            out = n if a is None else (a.fill_null(False).cast(pl.Int64) * w).sum()
             if f == "rate":
                 out = out / self.seconds
         elif f == "share":
-            out = a.fill_null(False).cast(pl.Float64).sum() / pl.when(n > 0).then(n)
+            out = (a.fill_null(False).cast(pl.Float64) * w).sum() / pl.when(n > 0).then(n)
         elif f == "sum":
-            out = a.sum()
+            out = (a * w).sum()
         elif f == "avg":
-            out = a.mean()
+            den = w.filter(a.is_not_null()).sum()
+            out = (a * w).sum() / pl.when(den > 0).then(den)
         elif f == "min":
             out = a.min()
         elif f == "max":
