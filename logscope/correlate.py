@@ -28,6 +28,10 @@ from datetime import timedelta
 import polars as pl
 
 _KEY = ["host", "queue_id"]
+# what PostfixMessages reads of the events (a filter copies every column of its frame: narrow first)
+_MESSAGE_COLUMNS = ["ts", "host", "source", "kind", "daemon", "queue_id", "sender", "size", "client_host",
+                    "client_ip", "relay_host", "relay_ip", "status", "transport", "reply", "dsn", "recipient",
+                    "delay", "delays", "action"]
 _MSG_KINDS = ["smtpd_client", "pickup", "qmgr_from", "qmgr_removed", "cleanup_message_id"]
 
 
@@ -86,10 +90,11 @@ class SmtpTls:
                                          "_seen": pl.Datetime("us", "UTC")})
 
     def feed(self, events: pl.DataFrame) -> pl.DataFrame:
-        rows = events.filter((pl.col("source") == "postfix") & (pl.col("daemon") == "smtp")
-                             & _kind_is("tls_out", "delivery")).select(
+        rows = events.select(
             "ts", "host", "pid", pl.col("kind").cast(pl.String), "relay_host", "relay_ip",
-            pl.col("tls_trust").cast(pl.String), "tls_protocol", "tls_cipher", "status", "transport")
+            pl.col("tls_trust").cast(pl.String), "tls_protocol", "tls_cipher", "status", "transport", "source", "daemon",
+        ).filter((pl.col("source") == "postfix") & (pl.col("daemon") == "smtp")
+                 & _kind_is("tls_out", "delivery")).drop("source", "daemon")
         if rows.height == 0:
             return rows
         is_tls = pl.col("kind") == "tls_out"
@@ -135,7 +140,7 @@ class PostfixMessages:
         ``deliveries`` (the chunk's delivery events with the message's size,
         null where the message started before the input).
         """
-        pf = events.filter((pl.col("source") == "postfix") & pl.col("queue_id").is_not_null())
+        pf = events.select(_MESSAGE_COLUMNS).filter((pl.col("source") == "postfix") & pl.col("queue_id").is_not_null())
         info = pf.filter(_kind_is(*_MSG_KINDS)).group_by(_KEY).agg(
             _kind_is("smtpd_client", "pickup").any().alias("received"),
             pl.col("sender").filter(pl.col("kind") == "qmgr_from").first().alias("sender"),
@@ -183,10 +188,11 @@ class SmtpdSessions:
         self.seq = 0
 
     def _rows(self, events: pl.DataFrame) -> pl.DataFrame:
-        rows = events.filter((pl.col("source") == "postfix") & (pl.col("daemon") == "smtpd")
-                             & _kind_is(*_SESSION_KINDS)).select(
+        rows = events.select(
             "ts", "host", "program", "pid", "service", pl.col("kind").cast(pl.String), "client_host", "client_ip",
-            "tls_protocol", "tls_cipher", "tls_trust", "sasl_method", "sasl_username", "commands")
+            "tls_protocol", "tls_cipher", "tls_trust", "sasl_method", "sasl_username", "commands", "source", "daemon",
+        ).filter((pl.col("source") == "postfix") & (pl.col("daemon") == "smtpd")
+                 & _kind_is(*_SESSION_KINDS)).drop("source", "daemon")
         rows = rows.with_columns(pl.int_range(self.seq, self.seq + rows.height, dtype=pl.Int64).alias("_seq"))
         self.seq += rows.height
         return rows
@@ -244,9 +250,13 @@ class Units:
                  aggs: list[pl.Expr], max_age: timedelta):
         self.source, self.key, self.kinds, self.closing, self.aggs, self.max_age = source, key, kinds, closing, aggs, max_age
         self.carry: pl.DataFrame | None = None
+        # the columns the unit reads: narrowed before the filter, which copies every column it keeps
+        used = {c for a in aggs for c in a.meta.root_names()}
+        self.columns = list(dict.fromkeys(["ts", "source", "kind", *key, *sorted(used)]))
 
     def feed(self, events: pl.DataFrame, final: bool = False) -> pl.DataFrame:
-        rows = events.filter((pl.col("source") == self.source) & _kind_is(*self.kinds) & pl.col(self.key[-1]).is_not_null())
+        rows = events.select(self.columns).filter(
+            (pl.col("source") == self.source) & _kind_is(*self.kinds) & pl.col(self.key[-1]).is_not_null())
         # exim's own log files carry no host: the key's host part is then empty
         rows = rows.with_columns(pl.col("kind").cast(pl.String), pl.col("source").cast(pl.String),
                                  *(pl.col(k).fill_null("") for k in self.key[:-1]))

@@ -15,6 +15,10 @@ REJECT_KINDS = ("reject", "milter_action", "cleanup_action", "exim_reject", "pos
                 "postscreen_pregreet", "postscreen_dnsbl", "postscreen_listed")
 SPAM_ACTIONS = ("reject", "soft reject", "rewrite subject", "add header")
 MAIL_PORTS = (25, 465, 587, 993, 995, 143, 110)
+# what this view and the reject classifier (any field a rule may name) read of the events
+COLUMNS = ("ts", "source", "kind", "daemon", "service", "message", "queue_id", "client_ip", "helo", "sender_domain",
+           "action", "stage", "status", "reply", "reason", "dsn", "symbols", "sasl_username", "user", "asa_id",
+           "src_ip", "dst_port")
 
 
 def _kind(*kinds: str) -> pl.Expr:
@@ -42,6 +46,7 @@ def partial(events: pl.DataFrame, classes, verdicts=None, final: bool = False) -
     counted once, as the MTA's reject when it rejected it; without one, every flagged verdict counts.
     ``final``: the end of the input (the verdicts still held are counted)."""
     out: dict[str, pl.DataFrame] = {}
+    events = events.select(COLUMNS)  # a filter copies every column of its frame: narrow first
     rj = reject_rows(events, classes)
     flagged = flagged_rows(events)
     if verdicts is not None:

@@ -36,9 +36,15 @@ def session_flags(sessions: pl.DataFrame) -> pl.DataFrame:
     ).with_columns((pl.col("sasl") & ~pl.col("tls")).alias("sasl_without_tls"))
 
 
+# what the TLS view reads of the events
+COLUMNS = ("ts", "host", "source", "kind", "daemon", "service", "client_ip", "user", "method", "proto", "tls",
+           "tls_trust", "tls_protocol", "tls_cipher", "tls_kex")
+
+
 def partial(events: pl.DataFrame, sessions: pl.DataFrame, outbound: pl.DataFrame | None = None) -> dict[str, pl.DataFrame]:
     """``outbound`` is ``correlate.SmtpTls.feed`` of the same chunk."""
     out: dict[str, pl.DataFrame] = {}
+    events = events.select(COLUMNS)  # a filter copies every column of its frame: narrow first
     if sessions.height:
         s = session_flags(sessions)
         day = pl.col("first_seen").dt.date().alias("day")

@@ -26,9 +26,14 @@ def _k(*kinds: str) -> pl.Expr:
     return pl.col("kind").is_in(list(kinds))
 
 
+# what the traffic view reads of the events (a filter copies every column of its frame: narrow first)
+COLUMNS = ("ts", "host", "source", "kind", "daemon", "level", "message", "queue_id", "sender", "recipient", "size",
+           "relay_host", "delay", "delays", "dsn", "status", "action", "reply", "reason")
+
+
 def postfix_flags(events: pl.DataFrame) -> pl.DataFrame:
     """postfix events with one boolean column per pflogsumm counter."""
-    pf = events.filter(pl.col("source") == "postfix")
+    pf = events.select(c for c in COLUMNS if c in events.columns).filter(pl.col("source") == "postfix")
     sent = _k("delivery") & (pl.col("status") == "sent")
     forwarded = sent & pl.col("reply").str.contains("forwarded as", literal=True).fill_null(False)
     smtpd_access = _k("reject") & pl.col("daemon").is_in(["smtpd", "postscreen"])
@@ -84,7 +89,7 @@ def partial(events: pl.DataFrame, tracked: dict[str, pl.DataFrame]) -> dict[str,
 
 
 def _exim(events: pl.DataFrame) -> pl.DataFrame:
-    ex = events.filter(pl.col("source") == "exim")
+    ex = events.select("source", "kind", "size").filter(pl.col("source") == "exim")
     if ex.height == 0:
         return pl.DataFrame()
     k = pl.col("kind").cast(pl.String)
