@@ -27,7 +27,8 @@ else ``/etc/logscope/config.toml``; none is needed. Keys::
     smtp_ca_file = "ca.pem"           # --smtp-ca-file
     send_empty = false                # --send-empty
 
-Relative paths in ``dmarc_paths``, ``dmarc_dirs`` and ``[email]`` are relative to the config file.
+Relative paths in ``parsers_dirs``, ``dmarc_paths``, ``dmarc_dirs`` and ``[email]`` are relative to the
+config file (paths given as flags are relative to the working directory).
 A key of the wrong type is an error naming the file and the key.
 """
 
@@ -144,8 +145,9 @@ def from_dict(data: dict, origin: Path) -> Config:
             email[key] = str(base / email[key])
     if "dmarc_paths" in data:
         data["dmarc_paths"] = [str(base / d) if d != "-" else d for d in data["dmarc_paths"]]
-    if "dmarc_dirs" in data:
-        data["dmarc_dirs"] = [str(base / d) for d in data["dmarc_dirs"]]
+    for key in ("dmarc_dirs", "parsers_dirs"):
+        if key in data:
+            data[key] = [str(base / d) for d in data[key]]
     return Config(**data, email=EmailConfig(**email))
 
 

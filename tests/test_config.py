@@ -109,3 +109,16 @@ def test_report_email_settings_come_from_config_and_flags_win(tmp_path):
     # no recipient anywhere: a usage error before any work
     proc = run("report", str(SAMPLES / "maillog"), "--email", "--dry-run", str(eml))
     assert proc.returncode == 2 and "no recipients" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_parsers_dirs_are_relative_to_the_config_file(tmp_path):
+    """parsers_dirs = ["parsers.d"] in /etc/logscope/config.toml means /etc/logscope/parsers.d, from any cwd."""
+    p = write(tmp_path, 'parsers_dirs = ["parsers.d"]\n')
+    d = p.parent / "parsers.d"
+    d.mkdir()
+    (d / "x.toml").write_text('[source]\nname = "postfix"\n[[event]]\nkind = "warning"\nmatch = "%{NOPE}"\n')
+    assert config.load(str(p)).parsers_dirs == [str(d)]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = run("parsers", "--config", str(p), cwd=elsewhere)
+    assert r.returncode == 2 and r.stderr.startswith(f"logscope: {d / 'x.toml'}:5:"), r.stderr
