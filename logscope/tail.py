@@ -1,11 +1,17 @@
 """The ``logscope tail`` loop: inputs -> ``parse_lines`` -> sinks -> checkpoint commit.
 
-One thread does all the work, one batch at a time::
+Per batch, in order::
 
     batch = input.read_batch()        # whole lines + provenance; the input's position moves past them
-    events = parse_lines(batch.lines)
-    for sink in sinks: sink.add(events)
+    events = parse_lines(batch.lines)       # in a parse thread (two: polars releases the GIL)
+    for sink in sinks: sink.add(events)     # the loop's thread, one batch after the other
     store.save(checkpoints + sink states)   # atomic: tmp, fsync, rename
+
+The loop's thread reads and hands batches to the sinks; up to ``workers``
+batches are parsed at the same time, the next ones while the sinks take the
+one before. Whatever the parse order, the sinks and the commits get the
+batches in the order they were read, and each commit writes the positions as
+they were right after its batch was read.
 
 Exactly once, precisely. The state file is replaced atomically after every
 batch and holds, together, every input's position and the state of the sinks
@@ -66,6 +72,7 @@ import time
 import traceback
 from collections import Counter, OrderedDict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -208,7 +215,37 @@ class TailOptions:
     # Live, wait at least this long between two parses so lines arriving one by one are parsed
     # together: a parse has a fixed cost, and the end-to-end latency budget is 1 s.
     min_interval: float = 0.25
-    workers: int = 2  # batches parsed at the same time while catching up (polars releases the GIL)
+    workers: int = 2  # batches parsed at the same time (polars releases the GIL)
+
+
+class Timings:
+    """Wall seconds per stage of the loop, summed over all batches: where tail spends its time.
+
+    Stages: ``read`` (inputs -> lines), ``parse`` and ``enrich`` (in the parse
+    threads), ``wait`` (the loop's thread waiting for a parse), ``sink:<name>``,
+    ``commit`` (the state file) and ``on_commit`` (the sinks' hooks after it).
+    Per batch, not per line: the cost is two clock reads and a lock.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()  # the parse threads add too
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            dt = time.perf_counter() - t0
+            with self._lock:
+                self.seconds[stage] += dt
+                self.calls[stage] += 1
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        with self._lock:
+            return {k: {"seconds": round(v, 4), "calls": self.calls[k]} for k, v in self.seconds.most_common()}
 
 
 class Watcher:
@@ -274,6 +311,7 @@ class Tail:
         # derived columns every sink needs (reject classes), added once per batch in the parse thread
         self.enrich = enrich
         self.reload_hooks: list[Callable[[], None]] = []  # SIGHUP: config, alert rules
+        self.timings = Timings()
         self.wakeup = threading.Event()
         self.watcher = Watcher(self.wakeup, self.log)
         self.last_commit: float | None = None  # time.time() of the last checkpoint write
@@ -364,23 +402,49 @@ class Tail:
         Each batch carries the checkpoints as they were right after it was read,
         and that is what its commit writes: never a position past a batch the
         sinks have not had. On stop, the batches in hand are finished first.
+
+        While a batch is being parsed, lines that arrive meanwhile are read and
+        parsed in the other thread (a steady stream then keeps both parse
+        threads busy, not only a backlog), but at most every ``min_interval``
+        unless the last batch was big (a backlog): small batches cost their
+        fixed parse cost each.
         """
         opts = self.options
         timeout = opts.poll if opts.poll else opts.safety_interval
+        ahead = max(1, opts.workers)
         pending: deque[tuple[Batch, Future, dict]] = deque()
+        last_read, backlog = 0.0, False
+        last_tick = time.monotonic()
         while True:
             if self._reload and not pending:
                 self._do_reload()
-            while not self._stopping and len(pending) < max(1, opts.workers):
-                batch = self._next_batch()
-                if batch is None:
-                    break
-                pending.append((batch, pool.submit(self._parse, batch, None), self._checkpoints()))
+            # a reload waits until every batch in hand is settled: read no more meanwhile
+            if not self._reload and (not pending or backlog or time.monotonic() - last_read >= opts.min_interval):
+                while not self._stopping and len(pending) < ahead:
+                    with self.timings("read"):
+                        batch = self._next_batch()
+                    if batch is None:
+                        backlog = False
+                        break
+                    last_read, backlog = time.monotonic(), batch.nbytes >= opts.batch_bytes // 2
+                    future = pool.submit(self._parse, batch, None)
+                    future.add_done_callback(lambda _: self.wakeup.set())
+                    pending.append((batch, future, self._checkpoints()))
             if pending:
-                if not self._settle(*pending.popleft()):
-                    break  # stopped while a sink refused the batch: the rest is read again on restart
+                if pending[0][1].done() or self._stopping:
+                    if not self._settle(*pending.popleft()):
+                        break  # stopped while a sink refused the batch: the rest is read again on restart
+                    continue
+                # a parse is running: wait for it, or for new lines to read ahead meanwhile
+                with self.timings("wait"):
+                    self.wakeup.wait(opts.min_interval)
+                self.wakeup.clear()
+                if time.monotonic() - last_tick >= opts.safety_interval:
+                    last_tick = time.monotonic()
+                    self._tick_sinks()
                 continue
-            if self._stopping or all(inp.finished for inp in self.inputs):
+            # no input at all (only DMARC report directories): run until stopped
+            if self._stopping or (self.inputs and all(inp.finished for inp in self.inputs)):
                 break
             if opts.once and all(inp.finished or isinstance(inp, FileInput) for inp in self.inputs):
                 break
@@ -403,9 +467,13 @@ class Tail:
         return replace(self.header, anchor=datetime.fromtimestamp(batch.mtime, timezone.utc))
 
     def _parse(self, batch: Batch, continues: str | None) -> pl.DataFrame:
-        events = parse_lines(batch.lines, self.parsers, self._header_for(batch), file=batch.path,
-                             first_line=batch.first_line, continues=continues)
-        return self.enrich(events) if self.enrich is not None else events
+        with self.timings("parse"):
+            events = parse_lines(batch.lines, self.parsers, self._header_for(batch), file=batch.path,
+                                 first_line=batch.first_line, continues=continues)
+        if self.enrich is None:
+            return events
+        with self.timings("enrich"):
+            return self.enrich(events)
 
     def _settle(self, batch: Batch, parsed: Future, checkpoints: dict) -> bool:
         """Hand a parsed batch to every sink, then commit. A sink error propagates (nothing committed).
@@ -415,7 +483,8 @@ class Tail:
         self._last_parse = time.monotonic()
         before = self._continues.get(batch.key)
         try:
-            events = parsed.result()
+            with self.timings("wait"):
+                events = parsed.result()
             # parsed ahead without knowing the batch before: a first line that continues
             # the previous entry (no header of its own) needs that entry's source
             if before is not None and events.height and events["ts"][0] is None and events["program"][0] is None:
@@ -443,12 +512,14 @@ class Tail:
         """``sink`` takes the batch; while its storage is full, offer it again (False: stopped meanwhile)."""
         add_batch = getattr(sink, "add_batch", None)
         delay, since = 0.5, None
+        stage = "sink:" + _sink_name(sink)
         while True:
             try:
-                if add_batch is not None:
-                    add_batch(events, batch)
-                else:
-                    sink.add(events)
+                with self.timings(stage):
+                    if add_batch is not None:
+                        add_batch(events, batch)
+                    else:
+                        sink.add(events)
             except Exception as exc:
                 if not storage_full(exc):
                     raise
@@ -486,7 +557,8 @@ class Tail:
         sinks = {s.name: s.state() for s in self.sinks if hasattr(s, "state") and getattr(s, "name", None)}
         self._last_attempt = time.monotonic()
         try:
-            self.store.save({"inputs": inputs, "sinks": sinks, "saved_at": time.time()})
+            with self.timings("commit"):
+                self.store.save({"inputs": inputs, "sinks": sinks, "saved_at": time.time()})
         except OSError as exc:
             self.commit_failures += 1
             if self._failing_since is None:
@@ -508,7 +580,8 @@ class Tail:
                 continue
             name = _sink_name(sink)
             try:
-                hook()
+                with self.timings("on_commit"):
+                    hook()
             except OSError as exc:  # e.g. --stats-file on a full disk: the checkpoint is safe, the next commit retries
                 if name not in self._hook_failed:
                     self._hook_failed.add(name)

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from logscope.engine import parse_lines
 from logscope.samples import SAMPLE_OPTIONS, read_expectations
+from logscope.sinks import metrics as metrics_module
 from logscope.sinks.metrics import (
     ASA_MESSAGE_IDS,
     DELAY_BUCKETS,
@@ -277,6 +278,21 @@ def test_batches_add_up_to_the_whole(events, fed):
     got = samples(sink.exposition())
     keys = [k for k in fed if k[0].startswith(("postfix_", "logscope_")) and "timestamp" not in k[0]]
     assert keys and all(got[k] == pytest.approx(fed[k]) for k in keys)
+
+
+def test_counts_do_not_depend_on_the_remembered_groups(events, fed, monkeypatch):
+    """Counters add group sizes through remembered per-group increments (``PLAN_CAP`` groups, or those
+    of one batch): with room for only 5 groups (forgotten and recomputed again and again) every count
+    is the same."""
+    monkeypatch.setattr(metrics_module, "PLAN_CAP", 5)
+    sink = MetricsSink()
+    for chunk in events.iter_slices(50):
+        sink.add(chunk)
+        assert len(sink._plan) <= max(5, chunk.height)
+    got = samples(sink.exposition())
+    keys = [k for k in fed if k[0].startswith(("postfix_", "logscope_")) and "timestamp" not in k[0]]
+    assert len(keys) > 100 and all(got[k] == pytest.approx(fed[k]) for k in keys)
+    assert {k for k in got if k in keys} == set(keys)
 
 
 def test_frame_with_only_some_columns(events):

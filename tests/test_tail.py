@@ -393,3 +393,65 @@ def test_continuation_lines_across_batches_parsed_ahead(tmp_path, parser_set):
     assert stats.to_dict()["sources"] == whole.to_dict()["sources"]
     assert stats.to_dict()["sources"]["postfix"]["unparsed"] == 900
     assert stats.digest == whole.digest
+
+
+class Batches:
+    """A sink that checks every batch follows the one before it in its file (in order, no gap, no overlap)."""
+
+    name = "batches"
+
+    def __init__(self):
+        self.ends: dict = {}
+        self.count = 0
+
+    def add(self, events):
+        pass
+
+    def add_batch(self, events, batch):
+        assert batch.start == self.ends.get(batch.path, 0), (batch.start, self.ends.get(batch.path))
+        assert events.height == batch.lines.height
+        self.ends[batch.path] = batch.end
+        self.count += 1
+
+
+def test_lines_arriving_during_a_parse_are_parsed_meanwhile_and_settled_in_order(tmp_path, parser_set):
+    """Lines written while a batch is being parsed are read and parsed in the other thread at once (not
+    after that batch is through), never more than ``workers`` at a time; the sinks and the checkpoints
+    still get the batches one after the other, every line once (also under a steady stream)."""
+    p = tmp_path / "mail.log"
+    p.touch()
+    live = LiveTail(tmp_path, [str(p)], parser_set, min_interval=0.005, batch_bytes=16 << 20)
+    order = Batches()
+    live.tail.sinks.append(order)
+    running, most, lock = 0, 0, threading.Lock()
+    parse = live.tail._parse
+
+    def counting_parse(batch, continues):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        try:
+            return parse(batch, continues)
+        finally:
+            with lock:
+                running -= 1
+    live.tail._parse = counting_parse
+    try:
+        append(p, lines(0, 40_000))  # one big batch: its parse takes a while
+        wait_for(lambda: running == 1, 10, "the parse of the big batch")
+        append(p, lines(40_000, 40_010))  # arrives while it is parsed
+        wait_for(lambda: most == 2 or len(live.sink.snapshot()) >= 40_000, 30, "a second parse")
+        assert most == 2  # read and parsed before the big batch was through
+        for k in range(100):  # then a steady stream: 1000 lines in 100 writes, 5 ms apart
+            append(p, lines(40_010 + 10 * k, 40_020 + 10 * k))
+            time.sleep(0.005)
+        got = live.wait_count(41_010, timeout=60)
+    finally:
+        live.stop()
+    assert got == [message(x) for x in lines(0, 41_010)]
+    assert most == 2  # never more than the two parse threads
+    assert order.count > 5 and order.ends[str(p)] == p.stat().st_size
+    [saved] = json.loads((tmp_path / "state" / "tail.json").read_text())["inputs"].values()
+    [file] = saved["paths"][str(p)]["files"]
+    assert (file["offset"], file["line"]) == (p.stat().st_size, 41_011)  # the last commit: after every line

@@ -35,16 +35,18 @@ TLS_DAY2 = "mbp.example!example.org!2025-01-02!tlsrpt.json.gz"  # example.org: 1
 
 
 class Tail:
-    """A `logscope tail` process with /metrics on a free port; stderr goes to a file."""
+    """A `logscope tail` process with /metrics on a free port; stderr goes to a file.
+    ``follow_log=False``: no log file on the command line, only the reports."""
 
-    def __init__(self, tmp: Path, *args: str):
+    def __init__(self, tmp: Path, *args: str, follow_log: bool = True):
         self.port = free_port()
         self.err_path = tmp / f"stderr-{self.port}.txt"
         log = tmp / "mail.log"
-        if not log.exists():
+        if follow_log and not log.exists():
             log.write_text("".join((SAMPLES / "maillog").read_text().splitlines(keepends=True)[:20]))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "logscope", "tail", str(log), "--tz", "UTC", "--state-dir", str(tmp / "state"),
+            [sys.executable, "-m", "logscope", "tail", *([str(log)] if follow_log else []), "--tz", "UTC",
+             "--state-dir", str(tmp / "state"),
              "--listen", f"127.0.0.1:{self.port}", "--no-live", "--no-alerts", *args],
             env=dict(os.environ, PYTHONPATH=str(REPO)), stderr=open(self.err_path, "w"), stdout=subprocess.DEVNULL)
         wait_for(lambda: self.metrics() is not None, 30, "tail's /metrics")
@@ -247,3 +249,76 @@ def test_config_keys(tmp_path):
     counters = {tuple(row[:-1]): row[-1] for row in ledger["counters"]["logscope_dmarc_messages_total"]}
     assert {k[0] for k in counters} == {"example.net", OTHER}
     assert sum(v for k, v in counters.items() if k[0] == OTHER) == 139 + 116
+
+
+def test_reports_only_without_a_log_runs_until_sigterm(tmp_path):
+    """`tail --dmarc-dir DIR` and no log file (and no --journal): it keeps watching the reports."""
+    rep = tmp_path / "reports"
+    rep.mkdir()
+    tail = Tail(tmp_path, "--dmarc-dir", str(rep), follow_log=False)
+    try:
+        time.sleep(2.5)  # two safety wake-ups of the loop with no input to read
+        assert tail.proc.poll() is None, tail.stderr()
+        drop(REPORTS / ORG_DAY1, rep / ORG_DAY1)
+        wait_for(lambda: tail.messages(policy_domain="example.org") == 139, 15, "the report in /metrics")
+        drop(REPORTS / TLS_DAY1, rep / TLS_DAY1)
+        wait_for(lambda: tail.value("logscope_tlsrpt_sessions_total", result="success") == 140, 15, "the TLS report")
+        assert tail.proc.poll() is None
+    finally:
+        status = tail.stop()
+    assert status == 0, tail.stderr()
+    assert "only DMARC reports in" in tail.stderr()
+    assert "warning" not in tail.stderr() and "error" not in tail.stderr()
+    ledger = json.loads((tmp_path / "state" / "tail.dmarc.json").read_text())
+    assert len(ledger["dmarc_reports"]) == 1 and len(ledger["tls_reports"]) == 1
+
+
+def test_no_log_and_no_report_directory_is_still_a_usage_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "logscope", "tail", "--state-dir", str(tmp_path / "state")],
+                          env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("logscope: nothing to follow"), proc.stderr
+
+
+def test_sighup_reloads_dmarc_domains_from_the_config(tmp_path):
+    """SIGHUP re-reads dmarc_domains: counters are relabelled as a restart would (a domain no longer listed
+    moves to 'other', nothing is lost), new reports get the new labels; a broken config keeps the old list."""
+    rep = tmp_path / "reports"
+    rep.mkdir()
+    conf = tmp_path / "config.toml"
+    conf.write_text('dmarc_domains = ["example.net"]\n')
+    tail = Tail(tmp_path, "--config", str(conf), "--dmarc-dir", str(rep))
+    try:
+        drop(REPORTS / NET_DAY1, rep / NET_DAY1)
+        drop(REPORTS / ORG_DAY2, rep / ORG_DAY2)
+        wait_for(lambda: tail.messages() == 32 + 116, 15, "two reports")
+        assert tail.messages(policy_domain="example.net") == 32
+        assert tail.messages(policy_domain=OTHER) == 116  # example.org is not listed (yet)
+
+        conf.write_text('dmarc_domains = ["example.org"]\n')
+        tail.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "DMARC policy domains now example.org" in tail.stderr(), 15, "the reload")
+        assert tail.messages(policy_domain=OTHER) == 32 + 116  # example.net's counts moved, none lost
+        assert not any(("policy_domain", "example.net") in k for k in tail.metrics())
+        assert tail.value("logscope_dmarc_reports_total", policy_domain=OTHER) == 2
+        drop(REPORTS / ORG_DAY1, rep / ORG_DAY1)
+        wait_for(lambda: tail.messages(policy_domain="example.org") == 139, 15, "example.org under its name")
+        assert tail.messages() == 32 + 116 + 139
+
+        conf.write_text('dmarc_domains = "example.net"  # not a list\n')
+        tail.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "DMARC policy domains unchanged" in tail.stderr(), 15, "the refused reload")
+        assert tail.messages(policy_domain="example.org") == 139  # the old list stays
+        assert tail.proc.poll() is None
+        after = tail.metrics()
+    finally:
+        assert tail.stop() == 0
+    errors = [ln for ln in tail.stderr().splitlines() if "error" in ln]
+    assert len(errors) == 1 and "config.toml" in errors[0], errors
+
+    conf.write_text('dmarc_domains = ["example.org"]\n')
+    tail = Tail(tmp_path, "--config", str(conf), "--dmarc-dir", str(rep))  # the ledger has the relabelled counts
+    try:
+        assert tail.metrics() == after
+    finally:
+        assert tail.stop() == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from ..errors import UsageError
 from ..sources.files import CHUNK_BYTES
 from ..sources.follow import ROTATE_WAIT, FileInput, Input, StdinInput
 from ..sources.journal import JournalInput, find_journalctl
-from ..state import StateError, StateStore, default_state_dir
+from ..state import StateError, StateStore, default_state_dir, write_atomic
 from ..tail import StatsSink, Tail, TailOptions, make_logger
 
 DESCRIPTION = """\
@@ -59,6 +60,8 @@ def add_parser(sub, common) -> None:
     r.add_argument("--stats-file", metavar="PATH",
                    help="write event counts per source and kind as JSON after every checkpoint")
     r.add_argument("--batch-bytes", type=int, default=CHUNK_BYTES, help=argparse.SUPPRESS)  # tests, tuning
+    # benchmarks: seconds per stage (read, parse, sinks, commit) as JSON after every checkpoint; see Tail.timings
+    r.add_argument("--timings-file", metavar="PATH", help=argparse.SUPPRESS)
     m = p.add_argument_group("metrics and live view")
     m.add_argument("--listen", default=None, metavar="ADDR:PORT",
                    help="serve Prometheus /metrics here (default 127.0.0.1:3904; :3904 for all addresses)")
@@ -76,11 +79,11 @@ def add_parser(sub, common) -> None:
     d.add_argument("--dmarc-dir", action="append", default=[], metavar="DIR",
                    help="also watch DIR (a directory or Maildir) for DMARC aggregate and SMTP TLS reports and count "
                         "each new one into the logscope_dmarc_*/logscope_tlsrpt_* metrics; repeatable "
-                        "(config: dmarc_dirs)")
+                        "(config: dmarc_dirs); with no log file, tail watches only the reports")
     d.add_argument("--dmarc-domain", action="append", default=[], metavar="DOMAIN",
                    help="a policy domain of yours: the policy_domain label of the DMARC metrics is one of these, "
-                        "anything else 'other'; repeatable (config: dmarc_domains; default: the first "
-                        "20 domains seen)")
+                        "anything else 'other'; repeatable (config: dmarc_domains, re-read on SIGHUP; "
+                        "default: the first 20 domains seen)")
     a = p.add_argument_group("alerts")
     a.add_argument("--alerts", metavar="RULES", default=None,
                    help="alert rules file (TOML; default: the bundled default rules, see `logscope alerts show-default`)")
@@ -89,8 +92,9 @@ def add_parser(sub, common) -> None:
     p.set_defaults(func=run, start=None)
 
 
-def build_inputs(args, log) -> list[Input]:
-    """The inputs named on the command line, in order."""
+def build_inputs(args, log, reports_only: bool = False) -> list[Input]:
+    """The inputs named on the command line, in order. ``reports_only``: none is fine (DMARC report
+    directories are watched)."""
     inputs: list[Input] = []
     if args.inputs.count("-") > 1:
         raise UsageError("stdin (-) can be given only once")
@@ -110,8 +114,8 @@ def build_inputs(args, log) -> list[Input]:
             raise UsageError(f"{args.journal_dir}: no such directory")
         inputs.append(JournalInput(args.journal or (), args.journal_match, args.journal_file, args.journal_dir,
                                    follow=not args.once, log=log, journalctl=exe))
-    if not inputs:
-        raise UsageError("nothing to follow: give files, globs, - or --journal")
+    if not inputs and not reports_only:
+        raise UsageError("nothing to follow: give files, globs, - or --journal (or --dmarc-dir)")
     return inputs
 
 
@@ -122,6 +126,8 @@ def wants_journal(args) -> bool:
 class MetricsFeed:
     """Adapter between the tail loop and the metrics sink: events, plus the self-metrics
     (lines and bytes per input, checkpoint age, lag, rotations, read errors)."""
+
+    name = "metrics"  # no state() of its own: the Prometheus counters live in memory
 
     def __init__(self, sink):
         self.sink = sink
@@ -182,9 +188,14 @@ def build_alerts(args, inputs, sinks, classes, log):
     return engine
 
 
+def dmarc_dirs(args, conf) -> list[str]:
+    """The DMARC report directories to watch: the flags, else the config's."""
+    return list(args.dmarc_dir) or list(getattr(conf, "dmarc_dirs", None) or [])
+
+
 def build_dmarc(args, conf, store: StateStore, log):
     """The DMARC report watcher (a sink), or None without report directories."""
-    dirs = list(args.dmarc_dir) or list(getattr(conf, "dmarc_dirs", None) or [])
+    dirs = dmarc_dirs(args, conf)
     if not dirs:
         return None
     for d in dirs:
@@ -196,6 +207,24 @@ def build_dmarc(args, conf, store: StateStore, log):
                      domains=domains, start=args.start or "end", poll=args.poll)
 
 
+class TimingsFile:
+    """Writes where the time went (``Tail.timings``) as JSON after every checkpoint, for ``bench_follow``."""
+
+    name = "timings"
+
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.tail: Tail | None = None
+
+    def add(self, events) -> None:
+        pass
+
+    def on_commit(self) -> None:
+        if self.tail is not None:
+            data = {"lines": self.tail.lines, "batches": self.tail.batches, "stages": self.tail.timings.to_dict()}
+            write_atomic(self.path, json.dumps(data, indent=1).encode(), durable=False)
+
+
 def run(args) -> int:
     conf = cfg.load(args.config)
     header = header_options(args, conf)
@@ -203,14 +232,18 @@ def run(args) -> int:
     if args.poll is not None and args.poll <= 0:
         raise UsageError("--poll needs a positive number of seconds")
     log = make_logger(args.quiet)
-    inputs = build_inputs(args, log)
+    inputs = build_inputs(args, log, reports_only=bool(dmarc_dirs(args, conf)))
     store = StateStore(Path(args.state_dir) if args.state_dir else default_state_dir(), args.state_name)
     if args.batch_bytes < 1024:
         raise UsageError("--batch-bytes must be at least 1024")
     options = TailOptions(start=args.start or "end", once=args.once, poll=args.poll, batch_bytes=args.batch_bytes)
 
+    reloaded: dict = {}  # the config as read by this SIGHUP (read once; a broken one is reported once)
+
     def reload_parsers():
-        return parsers_from_args(args, cfg.load(args.config))
+        reloaded["conf"] = None
+        reloaded["conf"] = cfg.load(args.config)
+        return parsers_from_args(args, reloaded["conf"])
 
     from ..classify import classes_from_args
     classes = classes_from_args(args, conf)
@@ -225,8 +258,14 @@ def run(args) -> int:
         sinks.append(build_alerts(args, inputs, sinks, classes, log))
         if dmarc is not None:
             dmarc.alerts = sinks[-1]
+    timings = None
+    if args.timings_file:
+        timings = TimingsFile(args.timings_file)
+        sinks.append(timings)
     # classify rejects once per batch: metrics, live view and alerts all read reject_class
     tail = Tail(inputs, parsers, header, sinks, store, options, log, reload_parsers, enrich=classes.classify)
+    if timings is not None:
+        timings.tail = tail
     try:
         tail.restore()
     except StateError as exc:
@@ -238,6 +277,13 @@ def run(args) -> int:
         dmarc.open(watch=not args.once)
         if args.once:
             dmarc.scan()
+        if not args.dmarc_domain:  # SIGHUP: the config's dmarc_domains (flags win over the config)
+            def reload_domains():
+                if reloaded.get("conf") is None:  # the parser reload said why
+                    log("info", "SIGHUP: DMARC policy domains unchanged (the config could not be read)")
+                else:
+                    dmarc.set_domains(reloaded["conf"].dmarc_domains or [])
+            tail.reload_hooks.append(reload_domains)
     server = None
     feed = next((s for s in sinks if isinstance(s, MetricsFeed)), None)
     if feed is not None:
@@ -254,7 +300,8 @@ def run(args) -> int:
             log("info", f"metrics on {server.scheme}://{server.address[0]}:{server.address[1]}/metrics")
     tail.install_signals()
     if not args.once:
-        log("info", f"following {', '.join(i.spec for i in inputs)}; checkpoints in {store.path}")
+        what = ", ".join(i.spec for i in inputs) or "no log (only DMARC reports in " + ", ".join(dmarc.dirs) + ")"
+        log("info", f"following {what}; checkpoints in {store.path}")
     try:
         return tail.run()
     except Exception as exc:  # a sink failed: nothing after the last checkpoint is lost, a restart re-reads it

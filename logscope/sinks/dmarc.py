@@ -15,8 +15,9 @@ metrics sink, so they are on the same ``/metrics``):
 Labels are bounded: ``policy_domain`` is one of the configured domains
 (``--dmarc-domain``, config ``dmarc_domains``) or, without that list, one of
 the first :data:`DEFAULT_MAX_DOMAINS` well-formed domains seen; anything else
-is ``other``. Dispositions, alignment results and TLS result types come from
-closed sets. No source IP, reporter or free text becomes a label: reports come
+is ``other``; SIGHUP re-reads the configured list (:meth:`DmarcSink.set_domains`).
+Dispositions, alignment results and TLS result types come from closed sets. No
+source IP, reporter or free text becomes a label: reports come
 from strangers.
 
 Exactly once. Which files were read (by device and inode, so a Maildir message
@@ -400,9 +401,12 @@ class DmarcSink:
         self._files = {str(k): [int(v[0]), int(v[1])] for k, v in (saved.get("files") or {}).items()}
         self._dmarc_keys = ReportKeys(saved.get("dmarc_reports") or ())
         self._tls_keys = ReportKeys(saved.get("tls_reports") or ())
-        domain_label = {"logscope_dmarc_messages_total": 0, "logscope_dmarc_reports_total": 0,
-                        "logscope_tlsrpt_sessions_total": 0, "logscope_tlsrpt_failures_total": 0}
-        for name, rows in (saved.get("counters") or {}).items():
+        self._load_counters(saved.get("counters") or {})
+
+    def _load_counters(self, counters: dict[str, list]) -> None:
+        """Add saved counter rows ``{family: [[*labels, value], ...]}``, their ``policy_domain``
+        through the current domain list (a domain no longer listed is "other")."""
+        for name, rows in counters.items():
             fam = self._families.get(name)
             if fam is None:
                 continue
@@ -410,12 +414,33 @@ class DmarcSink:
                 *labels, value = row
                 if len(labels) != len(fam.labels):
                     continue
-                if name in domain_label:  # through the current domain list: a domain no longer listed is "other"
+                if name in _DOMAIN_LABELLED:
                     labels[0] = self.labels(labels[0]) if labels[0] != OTHER else OTHER
                 if fam.type == "gauge":
                     fam.set(labels, float(value))
                 else:
                     fam.inc(labels, float(value))
+
+    def set_domains(self, domains: Iterable[str]) -> None:
+        """A new ``policy_domain`` list (SIGHUP reloaded the config): the counters are relabelled as a
+        restart would relabel them, so a domain no longer listed moves to "other" and nothing is lost;
+        counts already under "other" stay there. A list equal to the current one changes nothing."""
+        labels = DomainLabels(domains, self.labels.limit)
+        if labels.fixed == self.labels.fixed:
+            return
+        with self._lock:
+            counters = {name: [[*k, v] for k, v in fam.values.items()] for name, fam in self._families.items()}
+            self._families = new_families()
+            self.labels = labels
+            self._load_counters(counters)
+        self._save()
+        listed = ", ".join(sorted(labels.fixed)) or f"the first {labels.limit} seen"
+        self.log("info", f"SIGHUP: DMARC policy domains now {listed}")
+
+
+# families whose first label is policy_domain
+_DOMAIN_LABELLED = frozenset({"logscope_dmarc_messages_total", "logscope_dmarc_reports_total",
+                              "logscope_tlsrpt_sessions_total", "logscope_tlsrpt_failures_total"})
 
 
 def _ignore(origin: str, why: str) -> None:

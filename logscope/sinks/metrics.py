@@ -7,6 +7,18 @@ expressions, ``group_by``), all queries of a frame run together in
 running totals. A scrape reads the totals through a prometheus-client
 collector registered in ``sink.registry``.
 
+Counters cost per batch, not per line. Every counter reads only columns
+with few distinct values (source, kind, daemon, service, TLS protocol, ...,
+and a few flags ``add`` derives from the free-text columns: ``GROUP_COLUMNS``).
+The frame is grouped by those columns once (36,000 lines of a mail log make
+about a hundred groups). What a group adds to which counter under which
+labels is computed once, by the counters' polars queries over the groups not
+seen before, and remembered (at most ``PLAN_CAP`` groups); a batch then costs
+one ``group_by`` and a dictionary look-up per group. A batch of many groups
+(``PLAN_NEW_MAX``: hostile input) runs the counters' queries on its groups,
+weighted by their sizes, instead. Histograms and the gauge read values
+of every line and run as queries on the lines.
+
 Why a collector and not ``prometheus_client.Counter``/``Histogram``: a
 histogram there takes one ``observe()`` per value (a Python call per line),
 counters expose an extra ``_created`` series each, and postfix_exporter's
@@ -141,6 +153,21 @@ RSPAMD_SCORE_BUCKETS = (-10.0, -5.0, -2.0, 0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 15.0, 
 # delays=a/b/c/d, in postfix_exporter's stage names.
 DELAY_STAGES = ("before_queue_manager", "queue_manager", "connection_setup", "transmission")
 
+# Columns that take few distinct values in a batch: closed sets, program-derived names, enums, and the
+# columns ``_derive`` makes from free text. A counter reading only these runs on the frame grouped by
+# them. A hostile value (a made-up cipher name) only adds a group; the labels still come from closed sets.
+GROUP_COLUMNS = frozenset({
+    "source", "kind", "daemon", "service", "proto", "tls", "method", "sasl_method", "stage", "reply_code",
+    "action", "status", "transport", "tls_trust", "tls_protocol", "tls_cipher", "tls_bits", "asa_id",
+    "severity", "reject_class", "_what", "_peer_v6", "_alg_bits", "_starttls", "_fcrdns", "_timed_out",
+})
+# Groups whose counter increments are remembered; past this (hostile variety) the memory starts over
+# with the groups of the batch at hand.
+PLAN_CAP = 4096
+# A batch of more groups than this (hostile variety) is counted by the counters' queries on its groups in
+# polars, and nothing is remembered (a Python loop over that many groups costs more).
+PLAN_NEW_MAX = 512
+
 # Caps of the open labels.
 PIPE_RELAY_CAP = 16
 INPUT_CAP = 64
@@ -258,11 +285,22 @@ class Spec:
 
     ``query`` maps the frame (lazy) to one row per counted event with one
     string column per label, plus the observed value ``_v`` for histograms
-    and gauges (a gauge keeps the maximum).
+    and gauges (a gauge keeps the maximum). ``grouped`` (counters): the
+    query reads only ``GROUP_COLUMNS`` and gets the frame grouped by them,
+    a row per group, and keeps the group's number ``_g`` beside the labels
+    (``weighted``: its size ``_n``).
     """
 
     family: Family
     query: Callable[[pl.LazyFrame], pl.LazyFrame]
+    grouped: bool = False
+    reads: frozenset[str] = frozenset()  # the columns a grouped query reads
+    weighted: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None  # grouped: keeps ``_n`` instead of ``_g``
+
+
+def _roots(*exprs: pl.Expr) -> set[str]:
+    """The columns the expressions read."""
+    return {name for e in exprs for name in e.meta.root_names()}
 
 
 def _kind(*kinds: str) -> pl.Expr:
@@ -280,8 +318,8 @@ def _tls_labels() -> dict[str, pl.Expr]:
         "protocol": one_of(pl.col("tls_protocol"), TLS_PROTOCOLS),
         "cipher": one_of(pl.col("tls_cipher"), TLS_CIPHERS),
         "secret_bits": one_of(pl.col("tls_bits"), TLS_BITS),
-        # the second number of "(256/256 bits)" has no column
-        "algorithm_bits": one_of(pl.col("message").str.extract(r"\(\d+/(\d+) bits\)"), TLS_BITS),
+        # the second number of "(256/256 bits)" has no column: _derive extracts it
+        "algorithm_bits": one_of(pl.col("_alg_bits"), TLS_BITS),
     }
 
 
@@ -296,10 +334,11 @@ def _delays(lf: pl.LazyFrame, where: pl.Expr, extra: dict[str, pl.Expr] | None =
             .drop_nulls("_v"))
 
 
-def _select(where: pl.Expr, **labels: pl.Expr) -> Callable[[pl.LazyFrame], pl.LazyFrame]:
+def _select(where: pl.Expr, *keep: pl.Expr, **labels: pl.Expr) -> Callable[[pl.LazyFrame], pl.LazyFrame]:
+    """The rows where ``where`` holds, with the ``keep`` and ``labels`` columns."""
     def query(lf: pl.LazyFrame) -> pl.LazyFrame:
         lf = lf.filter(where)
-        return lf.select(**labels) if labels else lf
+        return lf.select(*keep, **labels) if keep or labels else lf
     return query
 
 
@@ -366,16 +405,31 @@ class MetricsSink:
     def _spec(self, fam: Family, query: Callable[[pl.LazyFrame], pl.LazyFrame]) -> None:
         self._specs.append(Spec(fam, query))
 
+    def _count(self, fam: Family, where: pl.Expr, labels: dict[str, pl.Expr]) -> None:
+        """A counter spec: rows where ``where`` holds, by ``labels``; on the groups when it can."""
+        reads = _roots(where, *labels.values())
+        if reads <= GROUP_COLUMNS:
+            self._specs.append(Spec(fam, _select(where, pl.col("_g"), **labels), True, frozenset(reads),
+                                    _select(where, pl.col("_n"), **labels)))
+        else:  # a user's reject classifier over the reply text
+            self._spec(fam, _select(where, **labels))
+
     def _counter(self, name: str, doc: str, where: pl.Expr, type: str = "counter",
                  caps: dict[str, LabelCap] | None = None, **labels: pl.Expr) -> Family:
         fam = self._family(name, doc, type, tuple(labels), caps=caps)
-        self._spec(fam, _select(where, **labels))
+        self._count(fam, where, labels)
         return fam
 
     def _define(self) -> None:
         self._define_postfix()
         self._define_logscope()
         self._define_self()
+        self._raw = [spec for spec in self._specs if not spec.grouped]
+        self._grouped = [spec for spec in self._specs if spec.grouped]
+        # what the grouped specs read (only what they read: every extra key column multiplies the groups)
+        self._group_keys: list[str] = sorted(set().union(*(spec.reads for spec in self._grouped)))
+        # group key -> [(family, label values)] it adds its size to; see the module doc
+        self._plan: dict[tuple, list[tuple[Family, tuple]]] = {}
 
     def _define_postfix(self) -> None:
         """postfix_exporter's families (names, labels, buckets as in postfix_exporter 0.3.0)."""
@@ -400,7 +454,7 @@ class MetricsSink:
           smtpd & _kind("tls_in"), **_tls_labels())
         c("postfix_smtpd_forward_confirmed_reverse_dns_errors_total",
           "Total number of connections for which forward-confirmed DNS cannot be resolved.",
-          smtpd & _kind("warning") & (pl.col("reason") == "hostname does not resolve to address"))
+          smtpd & _kind("warning") & pl.col("_fcrdns"))
         smtp = pf & _daemon("smtp")
         c("postfix_smtp_tls_connections_total", "Total number of outgoing TLS connections.",
           smtp & _kind("tls_out"), **_tls_labels())
@@ -411,7 +465,7 @@ class MetricsSink:
           deferred)
         c("postfix_smtp_connection_timed_out_total", "Total number of messages that have been deferred on SMTP "
           "(connect to the remote server timed out).",
-          smtp & _kind("connect_failed") & pl.col("reply").str.starts_with("Connection timed out"))
+          smtp & _kind("connect_failed") & pl.col("_timed_out"))
         for transport, label in (("smtp", "SMTP"), ("lmtp", "LMTP")):
             fam = self._family(f"postfix_{transport}_delivery_delay_seconds",
                                f"{label} message processing time in seconds.", "histogram", ("stage",),
@@ -463,8 +517,7 @@ class MetricsSink:
         # ("starttls=1", "starttls=2/2"; "starttls=0/1" failed) or the service
         # is TLS-wrapped (smtps, submissions).
         service = mapped(pl.col("service"), SMTPD_SERVICES, null="smtp")
-        tls = pl.col("commands").str.contains(r"(?:^|\s)starttls=0*[1-9]").fill_null(False) | service.is_in(
-            list(WRAPPER_TLS_SERVICES))
+        tls = pl.col("_starttls").fill_null(False) | service.is_in(list(WRAPPER_TLS_SERVICES))
         c("logscope_smtpd_sessions_total", "Postfix smtpd sessions (at disconnect), by master.cf service and "
           "whether the session used TLS (STARTTLS or a TLS-wrapped service).",
           (src == "postfix") & _daemon("smtpd") & _kind("smtpd_disconnect"), service=service, tls=yes_no(tls))
@@ -491,7 +544,7 @@ class MetricsSink:
         fam = self._family("logscope_rejects_total", "Rejected SMTP transactions (postfix smtpd, postscreen, "
                            "milter and cleanup rejects; exim ACL rejects), by source and reject reason class.",
                            labels=("source", "class"), caps=caps)
-        self._spec(fam, _select(is_reject, **{"source": src.cast(pl.String), "class": klass}))
+        self._count(fam, is_reject, {"source": src.cast(pl.String), "class": klass})
 
         # authentication failures by service
         auth_service = (
@@ -539,9 +592,9 @@ class MetricsSink:
           protocol=one_of(pl.col("proto"), DOVECOT_PROTOCOLS),
           mechanism=one_of(pl.col("method").str.to_uppercase(), LOGIN_MECHANISMS, null="unknown"),
           tls=mapped(pl.col("tls"), DOVECOT_TLS))
-        family = pl.when(pl.col("_peer_ip").str.contains(":")).then(pl.lit("ipv6")).otherwise(pl.lit("ipv4"))
+        family = pl.when(pl.col("_peer_v6")).then(pl.lit("ipv6")).otherwise(pl.lit("ipv4"))
         self._counter("logscope_ip_family_total", "Inbound SMTP connections, outbound deliveries and IMAP/POP3 "
-                      "logins by IP family.", pl.col("_peer_ip").is_not_null() & pl.col("_what").is_not_null(),
+                      "logins by IP family.", pl.col("_peer_v6").is_not_null() & pl.col("_what").is_not_null(),
                       what=pl.col("_what"), family=family)
         c("logscope_postfix_deliveries_total", "Postfix delivery status lines, by transport and status.",
           (src == "postfix") & _kind("delivery"),
@@ -593,18 +646,49 @@ class MetricsSink:
             events = events.with_columns(pl.lit(None, dtype=SCHEMA[c]).alias(c) for c in missing)
         if self._classifier is not None and "reject_class" not in events.columns:
             events = self._classifier.classify(events)
-        kind = pl.col("kind").cast(pl.String)
-        events = events.with_columns(
-            pl.when((kind == "smtpd_connect") & (pl.col("daemon") == "smtpd")).then(pl.lit("smtp_in"))
-            .when((kind == "delivery") & (pl.col("transport") == "smtp")).then(pl.lit("smtp_out"))
-            .when(kind == "dovecot_login").then(pl.lit("login")).alias("_what"),
-            pl.coalesce(pl.col("client_ip"), pl.col("relay_ip")).alias("_peer_ip"))
+        events = _derive(events)
         lf = events.lazy()
-        queries = [_aggregate(spec.family, spec.query(lf)) for spec in self._specs]
-        results = pl.collect_all(queries)
+        groups = lf.group_by(self._group_keys).agg(pl.len().alias("_n")).collect()
+        keys, new = self._unplanned(groups)
+        counting: list[pl.LazyFrame] = []
+        if keys is None:  # a hostile variety of values: count these groups in polars, remember none
+            counting = [_aggregate(s.family, s.weighted(groups.lazy()), weighted=True) for s in self._grouped]
+        elif new:  # groups not seen before: what they count, through the counters' queries
+            fresh = groups.drop("_n").with_row_index("_g")[new].lazy()
+            counting = [s.query(fresh) for s in self._grouped]
+        results = pl.collect_all([_aggregate(s.family, s.query(lf)) for s in self._raw] + counting)
+        raw, counted = results[:len(self._raw)], results[len(self._raw):]
+        if keys is not None and new:
+            self._remember(keys, new, counted)
         with self._lock:
-            for spec, res in zip(self._specs, results):
+            for spec, res in zip(self._raw, raw):
                 _merge(spec.family, res)
+            if keys is None:
+                for spec, res in zip(self._grouped, counted):
+                    _merge(spec.family, res)
+            else:
+                for key, n in zip(keys, groups.get_column("_n")):
+                    for fam, labels in self._plan[key]:
+                        fam.inc(labels, n)
+
+    def _unplanned(self, groups: pl.DataFrame) -> tuple[list[tuple] | None, list[int]]:
+        """The batch's group keys and the indexes of those not remembered yet (None: too many groups)."""
+        if groups.height > PLAN_NEW_MAX:
+            return None, []
+        keys = groups.drop("_n").rows()
+        new = [i for i, k in enumerate(keys) if k not in self._plan]
+        if new and len(self._plan) + len(new) > PLAN_CAP:  # start over with this batch's groups
+            self._plan.clear()
+            new = list(range(len(keys)))
+        return keys, new
+
+    def _remember(self, keys: list[tuple], new: list[int], counted: list[pl.DataFrame]) -> None:
+        """Note what each new group adds to which counter (``counted``: the grouped specs' rows by ``_g``)."""
+        for i in new:
+            self._plan[keys[i]] = []
+        for spec, res in zip(self._grouped, counted):
+            for g, *labels in res.iter_rows():
+                self._plan[keys[g]].append((spec.family, tuple(labels)))
 
     # -------------------------------------------------------- self-metric hooks
 
@@ -693,9 +777,41 @@ class MetricsSink:
         return self._families.get(name) or self._families[name + "_total"]
 
 
-def _aggregate(fam: Family, lf: pl.LazyFrame) -> pl.LazyFrame:
-    """Group a spec's rows by the family's labels into counts, sums or bucket counts."""
+_TLS_KINDS = ["tls_in", "tls_out"]
+_ALG_BITS = r"\(\d+/(\d+) bits\)"
+
+
+def _derive(events: pl.DataFrame) -> pl.DataFrame:
+    """Add the columns of few distinct values that counters read instead of free text (``GROUP_COLUMNS``)."""
+    kind = pl.col("kind")
+    # "(256/256 bits)": extracted on the TLS lines only (a regex over every message would cost more than
+    # all the counters together)
+    tls_rows = events.select(kind.is_in(_TLS_KINDS)).to_series().arg_true()
+    alg_bits = pl.Series("_alg_bits", [None], pl.String).extend_constant(None, events.height - 1)
+    if tls_rows.len():
+        alg_bits = alg_bits.scatter(tls_rows, events.get_column("message").gather(tls_rows).str.extract(_ALG_BITS))
+    return events.with_columns(
+        pl.when((kind == "smtpd_connect") & (pl.col("daemon") == "smtpd")).then(pl.lit("smtp_in"))
+        .when((kind == "delivery") & (pl.col("transport") == "smtp")).then(pl.lit("smtp_out"))
+        .when(kind == "dovecot_login").then(pl.lit("login")).alias("_what"),
+        pl.coalesce(pl.col("client_ip"), pl.col("relay_ip")).str.contains(":", literal=True).alias("_peer_v6"),
+        alg_bits,
+        # smtpd sessions: STARTTLS succeeded at least once ("starttls=1", "starttls=2/2"; not "starttls=0/1")
+        pl.col("commands").str.contains(r"(?:^|\s)starttls=0*[1-9]").alias("_starttls"),
+        (pl.col("reason") == "hostname does not resolve to address").alias("_fcrdns"),
+        pl.col("reply").str.starts_with("Connection timed out").alias("_timed_out"),
+    )
+
+
+def _aggregate(fam: Family, lf: pl.LazyFrame, weighted: bool = False) -> pl.LazyFrame:
+    """Group a spec's rows by the family's labels into counts, sums or bucket counts.
+
+    ``weighted`` (counters): a row stands for ``_n`` events (a group of ``GROUP_COLUMNS``).
+    """
     labels = list(fam.labels)
+    if weighted:
+        n = pl.col("_n").sum()
+        return lf.group_by(labels).agg(n) if labels else lf.select(n).filter(pl.col("_n") > 0)
     if fam.type == "histogram":
         v = pl.col("_v")
         aggs = [(v <= b).sum().alias(f"_b{i}") for i, b in enumerate(fam.buckets)]

@@ -1,14 +1,17 @@
 """Benchmark of ``logscope tail`` on a followed file, measured from the outside.
 
-    python -m logscope.sources.bench_follow [-n 1000000] [--runs 3] [--idle 10]
+    python -m logscope.sources.bench_follow [-n 1000000] [--runs 3] [--idle 10] [--rate LINES_PER_S]
 
 Per run: start ``logscope tail FILE --from-start`` (under ``/usr/bin/time -v``)
 on an empty file, measure its idle CPU, append the generated maillog
 (``logscope generate -n N --seed 42``, cached in the temp dir) as fast as the
-disk takes it, and time until the ``--stats-file`` shows every line
-processed. Then the end-to-end latency of single lines (written -> counted),
-the idle CPU after the load, and the peak RSS when it exits on SIGTERM.
-Prints each run and the medians.
+disk takes it (or at a steady ``--rate``), and time until the
+``--stats-file`` shows every line processed. Then the end-to-end latency of
+single lines (written -> counted), the idle CPU after the load, and the peak
+RSS when it exits on SIGTERM.
+Prints each run and the medians, and where tail's time went (wall seconds
+per stage, from its hidden ``--timings-file``: reading, parsing in the parse
+threads, waiting for a parse, each sink, the checkpoint).
 """
 
 from __future__ import annotations
@@ -63,6 +66,16 @@ def _wait_lines(stats: Path, n: int, timeout: float) -> float:
     raise TimeoutError(f"tail did not reach {n:,} lines in {timeout:.0f} s (has {_lines(stats):,})")
 
 
+def _stages(path: Path) -> dict[str, float]:
+    """tail's wall seconds per stage so far, and its number of batches (its ``--timings-file``, rewritten
+    after every checkpoint)."""
+    try:
+        data = json.loads(path.read_text())
+        return {"batches": data["batches"], **{k: v["seconds"] for k, v in data["stages"].items()}}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def _rss_mb(pid: int) -> float:
     return int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())[1]) / 1024
 
@@ -74,13 +87,35 @@ def _idle_cpu(pid: int, seconds: float) -> float:
     return (_cpu_seconds(pid) - c0) / (time.monotonic() - t0)
 
 
-def run_once(source: Path, lines: int, idle: float, batch_bytes: int | None = None, repeat: int = 1) -> dict:
+def _append(source: Path, followed: Path, rate: float | None, lines: int) -> None:
+    """Append ``source`` to ``followed``: as fast as the disk takes it, or at ``rate`` lines/s (in 20 ms
+    steps of whole lines, as a busy mail server writes)."""
+    with open(source, "rb") as src, open(followed, "ab") as dst:
+        if not rate:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            return
+        step = max(1, int(source.stat().st_size / lines * rate * 0.02))
+        t0, carry, k = time.monotonic(), b"", 0
+        while block := src.read(step):
+            block = carry + block
+            cut = block.rfind(b"\n") + 1
+            dst.write(block[:cut])
+            dst.flush()
+            carry = block[cut:]
+            k += 1
+            time.sleep(max(0.0, t0 + k * 0.02 - time.monotonic()))
+        dst.write(carry)
+
+
+def run_once(source: Path, lines: int, idle: float, batch_bytes: int | None = None, repeat: int = 1,
+             rate: float | None = None) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="logscope-bench-follow-"))
     try:
-        followed, stats = tmp / "mail.log", tmp / "stats.json"
+        followed, stats, timings = tmp / "mail.log", tmp / "stats.json", tmp / "timings.json"
         followed.touch()
         cmd = [sys.executable, "-m", "logscope", "tail", str(followed), "--from-start", "--quiet",
-               "--state-dir", str(tmp / "state"), "--stats-file", str(stats), "--tz", "UTC"]
+               "--state-dir", str(tmp / "state"), "--stats-file", str(stats), "--tz", "UTC",
+               "--timings-file", str(timings)]
         if batch_bytes:
             cmd += ["--batch-bytes", str(batch_bytes)]
         timer = os.path.exists("/usr/bin/time")
@@ -91,11 +126,11 @@ def run_once(source: Path, lines: int, idle: float, batch_bytes: int | None = No
         idle_before = _idle_cpu(pid, idle)
         cpu0 = _cpu_seconds(pid)
         t0 = time.monotonic()
-        with open(source, "rb") as src, open(followed, "ab") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+        _append(source, followed, rate, lines)
         t_written = time.monotonic()
         t_done = _wait_lines(stats, lines, 600)
         cpu_load = _cpu_seconds(pid) - cpu0
+        stages_load = _stages(timings)
         rss_steps = [_rss_mb(pid)]
         for k in range(2, repeat + 1):  # memory must stay flat however much goes through
             with open(source, "rb") as src, open(followed, "ab") as dst:
@@ -117,7 +152,8 @@ def run_once(source: Path, lines: int, idle: float, batch_bytes: int | None = No
         _, err = proc.communicate(timeout=60)
         m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", err)
         peak = int(m[1]) / 1024 if m else float("nan")
-        return {"seconds": t_done - t0, "write_seconds": t_written - t0, "lines_per_s": lines / (t_done - t0),
+        return {"stages": stages_load, "seconds": t_done - t0, "lag_at_end": t_done - t_written,
+                "write_seconds": t_written - t0, "lines_per_s": lines / (t_done - t0),
                 "cpu_seconds": cpu_load, "latency_median": statistics.median(latencies),
                 "latency_max": max(latencies), "idle_cpu_before": idle_before, "idle_cpu_after": idle_after,
                 "rss_mb_after": rss_now, "peak_rss_mb": peak, "exit": proc.returncode, "rss_steps": rss_steps}
@@ -125,7 +161,7 @@ def run_once(source: Path, lines: int, idle: float, batch_bytes: int | None = No
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_exporter_once(source: Path, exporter: str) -> dict:
+def run_exporter_once(source: Path, exporter: str, rate: float | None = None, lines: int = 0) -> dict:
     """Debian's prometheus-postfix-exporter on the same appended file: seconds until its
     ``postfix_qmgr_messages_removed_total`` shows every ``removed`` line (the last kind of line
     each message writes, so all lines before it were read), and its peak RSS."""
@@ -163,8 +199,7 @@ def run_exporter_once(source: Path, exporter: str) -> dict:
             time.sleep(0.2)
         time.sleep(1.0)  # it opens the file and seeks to its end on start
         t0 = time.monotonic()
-        with open(source, "rb") as src, open(followed, "ab") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
+        _append(source, followed, rate, lines)
         while removed() < expected and time.monotonic() - t0 < 900:
             time.sleep(0.1)
         seconds = time.monotonic() - t0
@@ -178,12 +213,24 @@ def run_exporter_once(source: Path, exporter: str) -> dict:
     return {"seconds": seconds, "complete": got >= expected, "peak_rss_mb": int(m[1]) / 1024 if m else float("nan")}
 
 
+def _stage_line(stages: dict[str, float]) -> str:
+    """'parse 12.1 s, wait 4.0 s, ...': tail's wall seconds per stage over the load, largest first."""
+    stages = dict(stages)
+    batches = stages.pop("batches", 0)
+    parts = [f"{k} {v:.2f}" for k, v in sorted(stages.items(), key=lambda kv: -kv[1]) if v >= 0.005]
+    return (f"{batches:.0f} batches; wall seconds per stage (parse and enrich summed over the parse threads, "
+            "wait: the loop waiting for a parse): " + ", ".join(parts))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", "--lines", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU measurement (before and after)")
-    ap.add_argument("--batch-bytes", type=int, help="tail's largest batch (default: its own, 16 MB)")
+    ap.add_argument("--rate", type=float, metavar="LINES_PER_S",
+                    help="append at this steady rate instead of all at once (then: does tail keep up, and its "
+                         "lag after the last write)")
+    ap.add_argument("--batch-bytes", type=int, help="tail's largest batch (default: its own, 6 MB)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="append the file this many times in all (RSS is printed after each): memory must stay flat")
     ap.add_argument("--no-exporter", action="store_true",
@@ -193,24 +240,31 @@ def main(argv: list[str] | None = None) -> int:
     results, exporter_results = [], []
     exporter = None if args.no_exporter else shutil.which("prometheus-postfix-exporter")
     for i in range(args.runs):
-        r = run_once(source, args.lines, args.idle, args.batch_bytes, args.repeat)
+        r = run_once(source, args.lines, args.idle, args.batch_bytes, args.repeat, args.rate)
         results.append(r)
-        print(f"run {i + 1}: {r['lines_per_s']:,.0f} lines/s ({r['seconds']:.2f} s; appending took {r['write_seconds']:.2f} s), "
+        print(f"run {i + 1}: {r['lines_per_s']:,.0f} lines/s ({r['seconds']:.2f} s; "
+              f"appending took {r['write_seconds']:.2f} s, "
+              f"done {r['lag_at_end']:.2f} s after the last write), "
               f"CPU {r['cpu_seconds']:.1f} s, latency median {r['latency_median'] * 1000:.0f} ms "
               f"(max {r['latency_max'] * 1000:.0f} ms), idle CPU {r['idle_cpu_before']:.2%} before / "
               f"{r['idle_cpu_after']:.2%} after, RSS {r['rss_mb_after']:.0f} MB after, peak {r['peak_rss_mb']:.0f} MB, "
               f"exit {r['exit']}", flush=True)
+        if r["stages"]:
+            print("  " + _stage_line(r["stages"]), flush=True)
         if args.repeat > 1:
             print(f"  RSS after each {args.lines:,} lines: " + ", ".join(f"{m:.0f}" for m in r["rss_steps"]) + " MB")
         if exporter:
-            e = run_exporter_once(source, exporter)
+            e = run_exporter_once(source, exporter, args.rate, args.lines)
             exporter_results.append(e)
             print(f"  prometheus-postfix-exporter: {args.lines / e['seconds']:,.0f} lines/s ({e['seconds']:.2f} s, "
                   f"{'complete' if e['complete'] else 'INCOMPLETE'}), peak RSS {e['peak_rss_mb']:.0f} MB", flush=True)
-    med = {k: statistics.median(r[k] for r in results) for k in results[0] if k != "rss_steps"}
+    med = {k: statistics.median(r[k] for r in results) for k in results[0] if k not in ("rss_steps", "stages")}
     print(f"median of {args.runs}: {med['lines_per_s']:,.0f} lines/s, {med['seconds']:.2f} s for the first {args.lines:,} lines, "
           f"latency {med['latency_median'] * 1000:.0f} ms, idle CPU {med['idle_cpu_after']:.2%} of a core, "
           f"peak RSS {med['peak_rss_mb']:.0f} MB")
+    names = {k for r in results for k in r["stages"]}
+    if names:
+        print("median " + _stage_line({k: statistics.median(r["stages"].get(k, 0.0) for r in results) for k in names}))
     if exporter_results:
         e = statistics.median(r["seconds"] for r in exporter_results)
         print(f"prometheus-postfix-exporter median: {args.lines / e:,.0f} lines/s ({e:.2f} s); "

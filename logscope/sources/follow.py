@@ -121,16 +121,21 @@ def cut_lines(data: bytes, max_lines: int, full_read: bool) -> int:
     A read that filled its whole buffer without any newline is a runaway line:
     it is cut there (still one event each piece) so memory stays bounded.
     """
+    return cut_and_count(data, max_lines, full_read)[0]
+
+
+def cut_and_count(data: bytes, max_lines: int, full_read: bool) -> tuple[int, int]:
+    """``cut_lines`` and the number of newlines before the cut (counting 6 MB twice costs 2.5 ms)."""
     cut = data.rfind(b"\n") + 1
     if cut == 0:
-        return len(data) if full_read else 0
+        return (len(data) if full_read else 0), 0
     n = data.count(b"\n", 0, cut)
     while n > max_lines:  # shrink proportionally, then back to a line end
         cut = data.rfind(b"\n", 0, max(1, cut * max_lines // n)) + 1
         if cut == 0:
             cut = data.find(b"\n") + 1
         n = data.count(b"\n", 0, cut)
-    return cut
+    return cut, n
 
 
 def _head_hash(first: bytes) -> str:
@@ -281,15 +286,15 @@ class OpenFile:
         else:
             data = os.pread(self.fd, max_bytes, self.offset)
         full = len(data) >= max_bytes
-        cut = cut_lines(data, max_lines, full)
+        cut, newlines = cut_and_count(data, max_lines, full)
         if flush and not full and cut == data.rfind(b"\n") + 1:
             cut = len(data)
-        whole = data[:cut]
+        whole = data[:cut] if cut < len(data) else data
         if self.stream is not None:
             self._carry = data[cut:]
         if whole:
             self.offset += len(whole)
-            self.line += whole.count(b"\n") + (0 if whole.endswith(b"\n") else 1)
+            self.line += newlines + (0 if whole.endswith(b"\n") else 1)
             self.last_growth = time.monotonic()
             if self.head is None and self.fd is not None:
                 self.head = head_of(os.pread(self.fd, HEAD_BYTES, 0))
