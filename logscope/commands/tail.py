@@ -6,15 +6,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import config as cfg
-from ..cli import header_options, parsers_from_args
 from ..errors import UsageError
 from ..sources.files import CHUNK_BYTES
 from ..sources.follow import ROTATE_WAIT, FileInput, Input, StdinInput
 from ..sources.journal import JournalInput, find_journalctl
 from ..state import StateError, StateStore, default_state_dir, write_atomic
-from ..tail import StatsSink, Tail, TailOptions, make_logger
+
+if TYPE_CHECKING:  # the tail loop and the parse engine are imported when tail runs, not when the CLI is built
+    from ..tail import Tail
 
 DESCRIPTION = """\
 Follow log files (paths, globs, - for stdin) and/or the systemd journal, parse every new line into
@@ -145,6 +147,7 @@ class MetricsFeed:
 
 def build_sinks(args, classes=None) -> list:
     """The sinks events go to. The stats sink is always there (its counts are part of the state)."""
+    from ..tail import StatsSink
     sinks: list = [StatsSink(args.stats_file)]
     if not args.no_metrics:
         from ..sinks.metrics import MetricsSink
@@ -226,6 +229,8 @@ class TimingsFile:
 
 
 def run(args) -> int:
+    from ..cli import header_options, parsers_from_args
+    from ..tail import Tail, TailOptions, make_logger
     conf = cfg.load(args.config)
     header = header_options(args, conf)
     parsers = parsers_from_args(args, conf)
