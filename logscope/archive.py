@@ -38,7 +38,7 @@ import lzma
 import os
 import zlib
 import shutil
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import quote
@@ -57,6 +57,9 @@ NULL_PART = "__HIVE_DEFAULT_PARTITION__"
 DEFAULT_RETENTION_DAYS = ARCHIVE_RETENTION_DAYS
 PART_GLOB = "day=*/host=*/*.parquet"
 TMP_GLOB = "day=*/host=*/.*.tmp"
+# events per compacted part file: compaction holds one such file in memory (about 400 bytes an event, twice
+# while sorting), so a busy host's day of millions of events is never read at once
+COMPACT_ROWS = 500_000
 PIECE_ROWS = 32_768  # events per piece read back (about one 6 MB read chunk of a log file)
 ROW_GROUP_ROWS = 16_384  # rows per Parquet row group: a piece decodes only the row groups of its minutes
 FILE_COLUMNS = [c for c in SCHEMA.names() if c != "host"]
@@ -335,28 +338,33 @@ class Archive:
         return removed
 
     def compact(self) -> tuple[int, int]:
-        """Merge the part files of each partition into one; (files before, files after)."""
+        """Merge the part files of each partition into files of at most ``COMPACT_ROWS`` events (one file
+        for a quiet host's day); (files before, files after). Memory: one merged file at a time."""
         before = after = 0
         for ddir in sorted({p.parent for p in self.root.glob(PART_GLOB)}):
-            parts = sorted(ddir.glob("part-*.parquet"))
-            before += len(parts)
-            after += 1
-            if len(parts) < 2:
-                continue
-            merged = pl.read_parquet(parts).sort("ts", "file", "line", nulls_last=True, maintain_order=True)
-            name = ddir / f"part-{_sha('compact', *[p.name for p in parts])}.parquet"
-            tmp = ddir / f".{name.name}.tmp"
-            try:
-                _write_parquet(merged, tmp)
-            except OSError as exc:
-                raise ArchiveError(f"{ddir}: cannot compact: {exc.strerror or exc}") from None
-            # record the swap first: a crash between rename and unlink must not leave both
-            self.ledger["compacting"] = {"new": str(name.relative_to(self.root)),
-                                         "old": [str(p.relative_to(self.root)) for p in parts]}
-            self._save_ledger()
-            os.replace(tmp, name)
-            self._finish_compaction()
+            found = sorted(ddir.glob("part-*.parquet"))
+            before += len(found)
+            for group in _compact_groups(found):
+                after += 1
+                if len(group) > 1:
+                    self._merge_parts(ddir, group)
         return before, after
+
+    def _merge_parts(self, ddir: Path, parts: list[Path]) -> None:
+        """Replace ``parts`` (of one partition) by one file sorted by time, crash-safe through the ledger."""
+        merged = pl.read_parquet(parts).sort("ts", "file", "line", nulls_last=True, maintain_order=True)
+        name = ddir / f"part-{_sha('compact', *[p.name for p in parts])}.parquet"
+        tmp = ddir / f".{name.name}.tmp"
+        try:
+            _write_parquet(merged, tmp)
+        except OSError as exc:
+            raise ArchiveError(f"{ddir}: cannot compact: {exc.strerror or exc}") from None
+        # record the swap first: a crash between rename and unlink must not leave both
+        self.ledger["compacting"] = {"new": str(name.relative_to(self.root)),
+                                     "old": [str(p.relative_to(self.root)) for p in parts]}
+        self._save_ledger()
+        os.replace(tmp, name)
+        self._finish_compaction()
 
     def _finish_compaction(self) -> None:
         job = self.ledger.get("compacting")
@@ -368,6 +376,25 @@ class Archive:
                     (self.root / old).unlink(missing_ok=True)
         self.ledger.pop("compacting", None)
         self._save_ledger()
+
+
+def _compact_groups(parts: list[Path]) -> list[list[Path]]:
+    """The parts of a partition in time order (by their first event), cut into runs of at most
+    ``COMPACT_ROWS`` events; a part larger than that is a run of its own."""
+    info = []
+    for p in parts:
+        row = pl.scan_parquet(p).select(pl.len().alias("n"), pl.col("ts").min().alias("first")).collect().row(0)
+        info.append((row[1] is None, row[1] or datetime.min.replace(tzinfo=timezone.utc), p.name, p, row[0]))
+    info.sort(key=lambda x: x[:3])
+    groups: list[list[Path]] = []
+    size = 0
+    for *_, p, n in info:
+        if not groups or size + n > COMPACT_ROWS:
+            groups.append([])
+            size = 0
+        groups[-1].append(p)
+        size += n
+    return groups
 
 
 def file_identity(path: str) -> dict[str, Any]:

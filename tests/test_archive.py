@@ -189,6 +189,28 @@ def test_compaction_keeps_rows_and_reduces_files(tmp_path):
     assert totals("--from-archive", str(arc)) == totals(str(MAILLOG))
 
 
+def test_compaction_of_a_busy_day_holds_a_bounded_number_of_events(tmp_path, monkeypatch):
+    """A partition's parts are merged in time order into files of at most COMPACT_ROWS events, so compacting a
+    day of millions of events never reads it at once; nothing is lost, and compacting again changes nothing."""
+    monkeypatch.setattr(archive, "COMPACT_ROWS", 250)
+    events = direct(MAILLOG).filter(pl.col("host") == "mx1").sort("ts").head(600)
+    arc = tmp_path / "arc"
+    with Archive(arc) as a:
+        for i in reversed(range(6)):  # written newest first: the merge must order them by time
+            a.write_events(events.slice(i * 100, 100), f"piece|{i}")
+        assert len(parts(arc)) == 6
+        assert a.compact() == (6, 3)
+        assert a.compact() == (3, 3)
+    files = parts(arc)
+    assert len(files) == 3
+    sizes = [pl.read_parquet(f).height for f in files]
+    assert sorted(sizes) == [200, 200, 200]
+    spans = sorted((pl.read_parquet(f)["ts"].min(), pl.read_parquet(f)["ts"].max()) for f in files)
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))  # each file a run of time
+    got = archive.scan(arc).collect().sort("ts", "line")
+    assert got.select("ts", "line", "kind").equals(events.sort("ts", "line").select("ts", "line", "kind"))
+
+
 def test_hostile_host_stays_inside_its_partition(tmp_path):
     events = direct(MAILLOG).head(10).with_columns(
         pl.Series("host", ["../../escape", "a/b", None, "x=y%", "mx1"] * 2))
