@@ -16,12 +16,6 @@ from .correlate import PostfixMessages, SmtpdSessions, SmtpTls, SpamVerdicts, do
 from .views import insights, merge, rejects, tls, traffic
 
 _MERGE_EVERY = 8  # partial tables kept per view before they are added up
-# Events can be fed to the views in batches of at least this many rows: a view
-# runs a few hundred small queries per batch, whose fixed cost dominates at the
-# parse's chunk size (views over 200k lines: 1.2 s in 36k-row batches, 0.8 s in
-# 100k-row ones), but each 100k rows of batch add about 100 MB of peak memory,
-# which the 500 MB budget of a 1M-line report does not have: so one chunk at a time.
-BATCH_ROWS = 1
 
 
 @dataclass
@@ -48,10 +42,8 @@ class Window:
 class Report:
     """Running state of one report: correlation, partial tables, line counts."""
 
-    def __init__(self, classes, window: Window | None = None, insight_options: insights.Options | None = None,
-                 batch_rows: int = BATCH_ROWS):
+    def __init__(self, classes, window: Window | None = None, insight_options: insights.Options | None = None):
         self.classes = classes
-        self.batch_rows = batch_rows
         self.window = window or Window()
         self.insight_options = insight_options or insights.Options()
         self.messages = PostfixMessages()
@@ -70,8 +62,6 @@ class Report:
         self.last: datetime | None = None
         self.input_first: datetime | None = None  # every event read, in the window or not
         self.input_last: datetime | None = None
-        self._pending: list[pl.DataFrame] = []
-        self._pending_rows = 0
 
     def _keep(self, view: str, tables: dict[str, pl.DataFrame]) -> None:
         store = self.partials[view]
@@ -83,7 +73,7 @@ class Report:
                 store[name] = [merge(lst)]
 
     def add(self, events: pl.DataFrame) -> None:
-        """Count one chunk of events; the views see them in batches of ``BATCH_ROWS`` (see ``flush``)."""
+        """Feed one chunk of events to the correlation and the views."""
         self.lines += events.height
         lo, hi = events["ts"].min(), events["ts"].max()
         if lo is not None:
@@ -93,17 +83,6 @@ class Report:
         self.counted += events.height
         if events.height == 0:
             return
-        self._pending.append(events)
-        self._pending_rows += events.height
-        if self._pending_rows >= self.batch_rows:
-            self.flush()
-
-    def flush(self) -> None:
-        """Run correlation and views on the events added since the last flush."""
-        if not self._pending:
-            return
-        events = pl.concat(self._pending, how="vertical_relaxed") if len(self._pending) > 1 else self._pending[0]
-        self._pending, self._pending_rows = [], 0
         lo, hi = events["ts"].min(), events["ts"].max()
         if lo is not None:
             self.first = lo if self.first is None else min(self.first, lo)
@@ -139,7 +118,6 @@ class Report:
                 secs.sum().alias("seconds"), secs.is_not_null().sum().alias("timed")))
 
     def build(self, top: int = 10, blocklist: bool = False) -> dict:
-        self.flush()
         # sessions still open at the end of the input count too (flagged by their missing disconnect)
         open_sessions = self.sessions.feed(_empty_like(), final=True)
         self._keep("tls", tls.partial(_empty_like(), open_sessions))

@@ -207,7 +207,7 @@ def test_report_is_the_same_whatever_the_chunking(tmp_path, parser_set):
     generate(log, lines=20_000, seed=7, start=datetime(2026, 3, 1, 23, 40))  # across midnight
 
     def build(chunk_bytes: int) -> str:
-        rep = Report(load_classes(), batch_rows=1)  # every chunk goes through the views on its own
+        rep = Report(load_classes())
         for events in iter_events([str(log)], parser_set, ReadOptions(HeaderOptions(tz="UTC", year=2026), chunk_bytes=chunk_bytes,
                                                                       keep_file=False), pytest.fail):
             rep.add(events)
@@ -248,7 +248,7 @@ def test_spam_message_rejected_by_milter_is_counted_once(parser_set):
     events = parse_lines(pl.DataFrame({"line": lines}), parser_set, HeaderOptions(tz="UTC", year=2026))
     assert events["kind"].to_list() == ["rspamd_verdict", "milter_action", "rspamd_verdict", "rspamd_verdict"]
     for cut in (4, 1):  # one chunk; the verdict and the milter-reject in two chunks
-        rep = Report(load_classes(), batch_rows=1)
+        rep = Report(load_classes())
         rep.add(events.head(cut))
         rep.add(events.slice(cut))
         spam = {r["sender_domain"]: r for r in rep.build()["rejects"]["spam_domains"]}

@@ -165,8 +165,6 @@ def compact(rows: pl.DataFrame) -> pl.DataFrame:
     counts at most a second late. Run when a rule's buffer passes
     ``COMPACT_ABOVE`` rows, so small buffers cost nothing.
     """
-    if "_w" not in rows.columns:
-        rows = rows.with_columns(pl.lit(1, pl.Int64).alias("_w"))
     ts_us = pl.col("ts").dt.epoch("us")
     up = ((ts_us + RESOLUTION_US - 1) // RESOLUTION_US * RESOLUTION_US)
     keys = [c for c in rows.columns if c != "_w"]
