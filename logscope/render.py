@@ -51,6 +51,10 @@ def _table(rows: list[dict], cols: list[tuple[str, str]], markdown: bool = False
     return [fmt([h for _, h in cols]), "  " + "  ".join("-" * w for w in widths)] + [fmt(r) for r in cells]
 
 
+_HOURLY = [("hour", "hour"), ("received", "received"), ("delivered", "delivered"),
+           ("deferrals", "deferred"), ("bounced", "bounced"), ("rejected", "rejected")]
+
+
 def sections(doc: dict, problems_first: bool = False) -> list[tuple[str, list[dict], list[tuple[str, str]]]]:
     """(title, rows, columns) in reading order; shared by the text, markdown and HTML renderers."""
     t, s, r = doc["traffic"], doc["tls"], doc["rejects"]
@@ -83,8 +87,7 @@ def sections(doc: dict, problems_first: bool = False) -> list[tuple[str, list[di
          [("target_user", "user"), ("service", "service"), ("count", "failures"), ("last_seen", "last")]),
         ("Per-day traffic", t["per_day"], [("day", "day"), ("received", "received"), ("delivered", "delivered"),
                                            ("deferrals", "deferred"), ("bounced", "bounced"), ("rejected", "rejected")]),
-        ("Per-hour traffic", t["per_hour"], [("hour", "hour"), ("received", "received"), ("delivered", "delivered"),
-                                             ("deferrals", "deferred"), ("bounced", "bounced"), ("rejected", "rejected")]),
+        ("Per-hour traffic" + (f" (sums over {t['days']} days)" if t.get("days", 0) > 1 else ""), t["per_hour"], _HOURLY),
         ("Top senders by count", t["top_senders"], [("address", "sender"), ("count", "messages"), ("bytes", "bytes")]),
         ("Top senders by size", t["top_senders_by_size"], [("address", "sender"), ("bytes", "bytes"), ("count", "messages")]),
         ("Top recipients by count", t["top_recipients"], [("address", "recipient"), ("count", "messages"), ("bytes", "bytes")]),
@@ -97,6 +100,9 @@ def sections(doc: dict, problems_first: bool = False) -> list[tuple[str, list[di
         ("Firewall: connections to mail ports", r["firewall"].get("mail_conns", []), [("port", "port"), ("count", "count")]),
         ("Firewall: failover events", r["firewall"].get("failover", []), [("asa_id", "id"), ("text", "text"), ("count", "count")]),
     ]
+    if t.get("per_hour_average"):  # pflogsumm's "Per-Hour Traffic Daily Average"
+        at = next(i for i, sec in enumerate(main) if sec[1] is t["per_hour"]) + 1
+        main.insert(at, (f"Per-hour traffic, daily average over {t['days']} days", t["per_hour_average"], _HOURLY))
     if t.get("exim"):
         main.insert(1, ("Grand totals (exim)", [{"what": k.replace("_", " "), "value": v} for k, v in t["exim"].items()],
                         [("what", "counter"), ("value", "value")]))

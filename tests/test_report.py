@@ -104,7 +104,8 @@ def pflogsumm_table(path: Path, title: str) -> list[tuple[str, list[int]]]:
 @pytest.mark.skipif(PFLOGSUMM is None, reason="pflogsumm not installed (Debian package pflogsumm)")
 def test_per_day_and_per_hour_tables_agree_with_pflogsumm(tmp_path):
     """The per-day and per-hour tables (received, delivered, deferred, bounced, rejected) match pflogsumm's,
-    over a log that crosses midnight and one that spans two hours of one day."""
+    over a log that crosses midnight and one that spans two hours of one day, and pflogsumm's per-hour daily
+    averages of the log that crosses midnight."""
     from datetime import datetime
 
     def ours(path: Path, table: str) -> list[list[int]]:
@@ -120,6 +121,12 @@ def test_per_day_and_per_hour_tables_agree_with_pflogsumm(tmp_path):
     hours = pflogsumm_table(one_day, "Per-Hour Traffic Summary")
     assert [h for h, _ in hours] == ["2100-2200", "2200-2300"]
     assert ours(one_day, "per_hour") == [c for _, c in hours]
+    assert ours(one_day, "per_hour_average") == []  # one day: the sums are the averages
+    # more than one day: pflogsumm prints daily averages per hour (rounded half up), as does per_hour_average
+    averages = pflogsumm_table(two_days, "Per-Hour Traffic Daily Average")
+    assert [h for h, _ in averages] == ["0000-0100", "2300-2400"]
+    assert ours(two_days, "per_hour_average") == [c for _, c in averages]
+    assert ours(two_days, "per_hour") != ours(two_days, "per_hour_average")
 
 
 def test_formats_and_sections(tmp_path):

@@ -119,6 +119,14 @@ def _percentile(hist: pl.DataFrame, q: float) -> float | None:
     return None
 
 
+def _daily_average(per_hour: pl.DataFrame, days: int) -> pl.DataFrame:
+    """Per-hour sums divided by the days of the period, rounded half up: pflogsumm's "Daily Average"."""
+    if not per_hour.height:
+        return per_hour
+    return per_hour.with_columns((pl.col(c) / days + 0.5).floor().cast(pl.Int64)
+                                 for c, t in per_hour.schema.items() if t.is_numeric())
+
+
 def finish(m: dict[str, pl.DataFrame], top: int) -> dict:
     """The traffic section of the report from merged partials."""
     t = m["totals"].row(0, named=True) if m["totals"].height else {c: 0 for c in _COUNTERS}
@@ -150,10 +158,13 @@ def finish(m: dict[str, pl.DataFrame], top: int) -> dict:
             return []
         return df.sort(key).rename({"deferral": "deferrals"}).with_columns(pl.col(key).cast(pl.String)).to_dicts()
 
+    days = m["per_day"].height
     return {
         "totals": totals,
+        "days": days,
         "per_day": table(m["per_day"], "day"),
         "per_hour": table(m["per_hour"], "hour"),
+        "per_hour_average": table(_daily_average(m["per_hour"], days), "hour") if days > 1 else [],
         "top_senders": top_by(senders.rename({"sender": "address"}) if senders.height else senders, "address", "count"),
         "top_senders_by_size": top_by(senders.rename({"sender": "address"}) if senders.height else senders, "address", "bytes"),
         "top_recipients": top_by(recips.drop("without_size").rename({"recipient": "address"}) if recips.height else recips, "address", "count"),
