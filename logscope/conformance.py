@@ -28,7 +28,7 @@ TARGETS = {"postfix": 0.02, "dovecot": 0.02, "cisco_asa": 0.02, "exim": 0.05, "r
 # What the test suite enforces today, where the target is not reached yet: a
 # regression guard, to be lowered to the target. exim: test-suite logwrite
 # debug lines and SMTP/LMTP transcripts (see the issue notes).
-CEILINGS = dict(TARGETS, exim=0.105)
+CEILINGS = dict(TARGETS, exim=0.10)
 
 # Corpus files whose lines are not log lines (corpus README): postfix-grok-patterns
 # groups that test a sub-pattern (a command counter, a delays field, a relay, a TLS
