@@ -168,7 +168,7 @@ def _dispatch_classes(df: pl.DataFrame, parsers: ParserSet) -> tuple[pl.Series, 
     """
     tok = None
     for name, sdef in parsers.sources.items():
-        t = pl.when(pl.col("_src") == name).then(pl.col("message")).str.extract(sdef.token_regex, 1)
+        t = pl.when(pl.col("_src") == name).then(pl.col("message")).str.extract(ascii_classes(sdef.token_regex), 1)
         tok = t if tok is None else pl.coalesce(tok, t)
     keyed = df.select(pl.col("_src"), pl.col("daemon"), (tok if tok is not None else pl.lit(None, pl.String)).fill_null("").alias("_tok"))
     keys = keyed.unique()
@@ -285,11 +285,14 @@ def _match(df: pl.DataFrame, parsers: ParserSet) -> tuple[pl.Series, dict[str, p
     return kind, fields
 
 
+_DOMAIN = ascii_classes(r"@([^@\s>]+)$")
+
+
 def _finish(df: pl.DataFrame, target: pl.Schema) -> pl.DataFrame:
     """Derive domains and cast every column to the schema."""
     for addr in ("sender", "recipient"):
         if addr in df.columns:
-            derived = pl.col(addr).str.extract(r"@([^@\s>]+)$").str.to_lowercase()
+            derived = pl.col(addr).str.extract(_DOMAIN).str.to_lowercase()
             if f"{addr}_domain" in df.columns:
                 derived = pl.coalesce(pl.col(f"{addr}_domain"), derived)
             df = df.with_columns(derived.alias(f"{addr}_domain"))

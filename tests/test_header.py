@@ -115,3 +115,22 @@ def test_impossible_dates_do_not_raise():
     rows = header(["Feb 29 10:00:00 mx p[1]: a", "Feb 30 10:00:00 mx p[1]: b", "Jan 1 25:00:00 mx p[1]: c"], year=2023)
     assert [r["ts"] for r in rows] == [None, None, None]
     assert [r["program"] for r in rows] == ["p", "p", "p"]
+
+
+@pytest.mark.parametrize("line,host,program,pid,message", [
+    ("Mar  1 2025 10:00:00 mx1 prog[12]: msg", "mx1", "prog", 12, "msg"),
+    ("2016-03-20T13:30:53.574978+01:00 mx1 postfix/qmgr[2]: y", "mx1", "postfix/qmgr", 2, "y"),
+    ("Mar  1 10:00:00 mx1 imap(john doe)<1>: msg", "mx1", "imap(john doe)<1>", None, "msg"),
+    ("Mar  1 10:00:00 p(a b c): msg", None, "p(a b c)", None, "msg"),
+    ("Mar  1 10:00:00 mx1 postfix/smtpd[1] : spaced", "mx1", "postfix/smtpd", 1, "spaced"),
+    ("Oct 10 2019 10:21:36 fw01 : %ASA-6-302013: Built", "fw01", None, None, "%ASA-6-302013: Built"),
+    # not "[host] program" before the first ": ": the host, and the rest stays in the message
+    ("Mar  1 10:00:00 a b c: msg", "a", None, None, "b c: msg"),
+    ("Mar  1 10:00:00 mx1 %ASA-6-1: z", "mx1", None, None, "%ASA-6-1: z"),
+])
+def test_host_and_program_before_the_first_colon(line, host, program, pid, message):
+    """The time stamp and the "[host] program[pid]" after it are matched apart (the second once per
+    distinct value); together they must read a prefix as one regex would."""
+    row = parse_header(pl.DataFrame({"line": [line, line]}), HeaderOptions(year=2025)).row(1, named=True)
+    assert (row["host"], row["program"], row["pid"], row["message"]) == (host, program, pid, message)
+    assert row["ts"] is not None
