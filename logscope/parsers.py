@@ -233,6 +233,9 @@ def _cache_path(files: list[Path], syslog_names: tuple[str, ...]) -> Path | None
     """Where the compiled parsers of exactly these files are cached (None: no cache dir)."""
     from . import __version__
     h = hashlib.sha256(f"{__version__}|{pl.__version__}|{syslog_names}".encode())
+    # the compiler and its built-in sub-patterns too: a changed compiler must not load old regexes
+    for module in ("patterns.py", "asciire.py", "parsers.py"):
+        h.update(Path(__file__).with_name(module).read_bytes())
     for path in files:
         h.update(str(path).encode() + b"\0" + path.read_bytes() + b"\0")
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -243,7 +246,7 @@ def load(extra_dirs: list[Path] | tuple[Path, ...] = (), syslog_names: tuple[str
     """Load the bundled parser files, then those of ``extra_dirs`` (in order).
 
     Compiling every pattern takes about half a second, so the result is cached
-    in the user's cache directory, keyed by the files' contents.
+    in the user's cache directory, keyed by the files' contents and the compiler's source.
     """
     for d in extra_dirs:
         if not Path(d).is_dir():
