@@ -56,8 +56,9 @@ from the journal and stdin reader threads, and from a safety timer (1 s, or
 the process sleeps: no busy polling.
 
 Signals: SIGTERM/SIGINT finish the batch in hand, commit, exit 0. SIGHUP
-reloads the parsers and runs ``Tail.reload_hooks`` (config and alert rules
-plug in there).
+reloads the parsers and runs ``Tail.reload_hooks`` (config, DMARC report
+directories and domains, alert rules plug in there), once no batch is pending:
+a hook may add a sink to ``Tail.sinks``.
 """
 
 from __future__ import annotations
@@ -310,7 +311,8 @@ class Tail:
         self.reload_parsers = reload_parsers
         # derived columns every sink needs (reject classes), added once per batch in the parse thread
         self.enrich = enrich
-        self.reload_hooks: list[Callable[[], None]] = []  # SIGHUP: config, alert rules
+        # SIGHUP: config, DMARC report directories, alert rules; run in the loop's thread when nothing is pending
+        self.reload_hooks: list[Callable[[], None]] = []
         self.timings = Timings()
         self.wakeup = threading.Event()
         self.watcher = Watcher(self.wakeup, self.log)
@@ -327,6 +329,7 @@ class Tail:
         self._stop_event = threading.Event()
         self._last_parse = 0.0
         self._rr = 0
+        self._read_from = 0  # the input of the last batch read
         self._continues: OrderedDict[tuple, str | None] = OrderedDict()
         self.commit_failures = 0  # checkpoint writes that failed since the last one that worked
         self._failing_since: float | None = None
@@ -385,14 +388,17 @@ class Tail:
             self.close()
         return status
 
-    def _next_batch(self) -> Batch | None:
-        """One batch from the next input that has one (round robin: a busy input starves none)."""
+    def _next_batch(self, skip: set[int] | frozenset[int] = frozenset()) -> Batch | None:
+        """One batch from the next input that has one (round robin: a busy input starves none), not
+        from the inputs numbered in ``skip``; ``_read_from`` is then the number of its input."""
         n = len(self.inputs)
         for i in range(n):
-            inp = self.inputs[(self._rr + i) % n]
-            batch = inp.read_batch(self.options.batch_bytes, self.options.batch_lines)
+            k = (self._rr + i) % n
+            if k in skip:
+                continue
+            batch = self.inputs[k].read_batch(self.options.batch_bytes, self.options.batch_lines)
             if batch is not None:
-                self._rr = (self._rr + i + 1) % n
+                self._read_from, self._rr = k, (k + 1) % n
                 return batch
         return None
 
@@ -407,7 +413,11 @@ class Tail:
         parsed in the other thread (a steady stream then keeps both parse
         threads busy, not only a backlog), but at most every ``min_interval``
         unless the last batch was big (a backlog): small batches cost their
-        fixed parse cost each.
+        fixed parse cost each. The same holds once everything is settled: lines
+        trickling in are read every ``min_interval``, not as soon as the parse
+        before is through (that was one tiny batch per parse, a core busy at 100
+        lines/s). One round reads every input that has new lines; only big
+        batches count against ``workers``.
         """
         opts = self.options
         timeout = opts.poll if opts.poll else opts.safety_interval
@@ -418,15 +428,28 @@ class Tail:
         while True:
             if self._reload and not pending:
                 self._do_reload()
+            if not pending and not backlog and not opts.once and not self._stopping:
+                # lines trickling in (a few a second) are read together, not one batch per parse: every
+                # batch costs the parse and the sinks a fixed ~0.1 s of CPU whatever its size
+                rest = last_read + opts.min_interval - time.monotonic()
+                if rest > 0:
+                    self._stop_event.wait(rest)
             # a reload waits until every batch in hand is settled: read no more meanwhile
             if not self._reload and (not pending or backlog or time.monotonic() - last_read >= opts.min_interval):
-                while not self._stopping and len(pending) < ahead:
+                # every input with new lines is read in one round (a trickle on each of several inputs waits
+                # min_interval, not one round per input), but at most ``ahead`` big batches are in hand
+                caught_up: set[int] = set()  # inputs read to their end in this round
+                backlog = False
+                while not self._stopping and sum(self._big(b) for b, _, _ in pending) < ahead:
                     with self.timings("read"):
-                        batch = self._next_batch()
+                        batch = self._next_batch(caught_up)
                     if batch is None:
-                        backlog = False
                         break
-                    last_read, backlog = time.monotonic(), batch.nbytes >= opts.batch_bytes // 2
+                    last_read = time.monotonic()
+                    if self._big(batch):
+                        backlog = True
+                    else:
+                        caught_up.add(self._read_from)
                     future = pool.submit(self._parse, batch, None)
                     future.add_done_callback(lambda _: self.wakeup.set())
                     pending.append((batch, future, self._checkpoints()))
@@ -460,6 +483,10 @@ class Tail:
             self.wakeup.clear()
             self._tick_sinks()
         return 0
+
+    def _big(self, batch: Batch) -> bool:
+        """A backlog batch (at least half the batch size), not the few lines written since the last read."""
+        return batch.nbytes >= self.options.batch_bytes // 2 or len(batch.lines) >= self.options.batch_lines // 2
 
     def _header_for(self, batch: Batch) -> HeaderOptions:
         if self.header.year is not None or batch.mtime is None:

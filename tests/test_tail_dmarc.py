@@ -322,3 +322,72 @@ def test_sighup_reloads_dmarc_domains_from_the_config(tmp_path):
         assert tail.metrics() == after
     finally:
         assert tail.stop() == 0
+
+
+def test_sighup_reloads_dmarc_dirs_from_the_config(tmp_path):
+    """SIGHUP re-reads dmarc_dirs, as a restart with the new config would: the first directory listed starts
+    the report watcher, an added directory is watched (reports already in it are history, as on a first start),
+    a removed one is not read any more and keeps its counts; a report counted before is never counted again;
+    a restart after SIGKILL continues the counters."""
+    first, second = tmp_path / "reports-a", tmp_path / "reports-b"
+    first.mkdir()
+    second.mkdir()
+    conf = tmp_path / "config.toml"
+    domains = 'dmarc_domains = ["example.org", "example.net"]\n'
+
+    def config(*dirs: Path) -> None:
+        conf.write_text(domains + "dmarc_dirs = [" + ", ".join(f'"{d}"' for d in dirs) + "]\n")
+
+    def hup(expected: str) -> None:
+        tail.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: tail.stderr().count(expected) == 1, 15, f"the reload ({expected})")
+
+    config()
+    tail = Tail(tmp_path, "--config", str(conf))
+    try:
+        assert tail.metrics() == {}  # no report directory yet: no report watcher, no families
+        drop(REPORTS / ORG_DAY1, first / ORG_DAY1)  # there before the directory is listed: history
+        config(first)
+        hup(f"SIGHUP: watching DMARC report directories {first}")
+        drop(REPORTS / ORG_DAY2, first / ORG_DAY2)
+        wait_for(lambda: tail.messages() == 116, 15, "a report in the first directory listed")
+        assert tail.messages(policy_domain="example.org") == 116
+
+        drop(REPORTS / NET_DAY1, second / NET_DAY1)  # history too
+        config(second)
+        hup(f"SIGHUP: DMARC report directories added {second}; no longer watched {first}")
+        drop(REPORTS / TLS_DAY1, first / TLS_DAY1)  # no longer watched: not read
+        drop(REPORTS / ORG_DAY2, second / "day2-again.xml")  # a report counted before, in the new directory
+        drop(REPORTS / TLS_DAY2, second / TLS_DAY2)
+        wait_for(lambda: tail.value("logscope_tlsrpt_sessions_total", result="success") == 120, 15,
+                 "a report in the added directory")
+        wait_for(lambda: tail.value("logscope_dmarc_duplicate_reports_total") == 1, 15, "the duplicate")
+        time.sleep(1.5)  # time enough for a report in the removed directory to show up if it were read
+        assert tail.value("logscope_tlsrpt_sessions_total", result="success") == 120
+        assert tail.messages() == 116  # the removed directory's counts stay; history and the duplicate do not count
+        assert tail.value("logscope_dmarc_files_total", result="ok") == 3
+
+        config(first, second)  # back: what it holds now (its counted report, the one dropped meanwhile) is history
+        hup(f"SIGHUP: DMARC report directories added {first}")
+        (first / "com.xml").write_text(report([record(count=5, header_from="example.com")],
+                                              domain="example.com", report_id="com-1"))
+        wait_for(lambda: tail.messages(policy_domain=OTHER) == 5, 15, "a report in the directory listed again")
+        time.sleep(1.5)
+        assert tail.messages() == 116 + 5
+        assert tail.value("logscope_tlsrpt_sessions_total", result="success") == 120
+        before = tail.metrics()
+    finally:
+        status = tail.stop(signal.SIGKILL)
+    assert status == -signal.SIGKILL
+    assert "warning" not in tail.stderr() and "error" not in tail.stderr(), tail.stderr()
+    ledger = json.loads((tmp_path / "state" / "tail.dmarc.json").read_text())
+    assert ledger["dirs"] == [str(first), str(second)]
+
+    tail = Tail(tmp_path, "--config", str(conf))  # the ledger has the counters and the directories
+    try:
+        assert tail.metrics() == before
+        time.sleep(2.5)  # rescans: nothing in either directory is new
+        assert tail.metrics() == before
+    finally:
+        assert tail.stop() == 0
+    assert "warning" not in tail.stderr()

@@ -81,7 +81,7 @@ def add_parser(sub, common) -> None:
     d.add_argument("--dmarc-dir", action="append", default=[], metavar="DIR",
                    help="also watch DIR (a directory or Maildir) for DMARC aggregate and SMTP TLS reports and count "
                         "each new one into the logscope_dmarc_*/logscope_tlsrpt_* metrics; repeatable "
-                        "(config: dmarc_dirs); with no log file, tail watches only the reports")
+                        "(config: dmarc_dirs, re-read on SIGHUP); with no log file, tail watches only the reports")
     d.add_argument("--dmarc-domain", action="append", default=[], metavar="DOMAIN",
                    help="a policy domain of yours: the policy_domain label of the DMARC metrics is one of these, "
                         "anything else 'other'; repeatable (config: dmarc_domains, re-read on SIGHUP; "
@@ -196,18 +196,84 @@ def dmarc_dirs(args, conf) -> list[str]:
     return list(args.dmarc_dir) or list(getattr(conf, "dmarc_dirs", None) or [])
 
 
-def build_dmarc(args, conf, store: StateStore, log):
-    """The DMARC report watcher (a sink), or None without report directories."""
+def dmarc_domains(args, conf) -> list[str]:
+    """The DMARC policy domains: the flags, else the config's."""
+    return list(args.dmarc_domain) or list(getattr(conf, "dmarc_domains", None) or [])
+
+
+def absolute_dirs(dirs) -> list[str]:
+    """Absolute paths (as the ledger keeps them: a relative --dmarc-dir is relative to the start directory)."""
+    return [str(Path(d).absolute()) for d in dirs]
+
+
+def build_dmarc(args, conf, store: StateStore, log, check: bool = True):
+    """The DMARC report watcher (a sink), or None without report directories. ``check``: a missing
+    directory is a usage error (at start; after a SIGHUP it is watched for instead)."""
     dirs = dmarc_dirs(args, conf)
     if not dirs:
         return None
-    for d in dirs:
+    for d in dirs if check else ():
         if not Path(d).is_dir():
             raise UsageError(f"--dmarc-dir {d}: no such directory")
     from ..sinks.dmarc import DmarcSink
-    domains = list(args.dmarc_domain) or list(getattr(conf, "dmarc_domains", None) or [])
-    return DmarcSink([str(Path(d).absolute()) for d in dirs], store.dir / f"{store.name}.dmarc.json", log,
-                     domains=domains, start=args.start or "end", poll=args.poll)
+    return DmarcSink(absolute_dirs(dirs), store.dir / f"{store.name}.dmarc.json", log,
+                     domains=dmarc_domains(args, conf), start=args.start or "end", poll=args.poll)
+
+
+class DmarcReload:
+    """SIGHUP (a ``Tail.reload_hooks`` entry): the config's ``dmarc_dirs`` and ``dmarc_domains``, each
+    unless given as flags (flags win over the config). Added directories start being watched, removed
+    ones stop (see ``DmarcSink.set_dirs``); the first directory listed starts the report watcher, as a
+    restart with that config would. ``reloaded`` holds the config read by this SIGHUP (None: unreadable)."""
+
+    def __init__(self, args, reloaded: dict, tail: Tail, store: StateStore, log, dmarc=None,
+                 registry=None, alerts=None):
+        self.args = args
+        self.reloaded = reloaded
+        self.tail = tail
+        self.store = store
+        self.log = log
+        self.dmarc = dmarc
+        self.registry = registry  # the metrics sink's, for a watcher started by a SIGHUP
+        self.alerts = alerts
+
+    def __call__(self) -> None:
+        conf = self.reloaded.get("conf")
+        if conf is None:  # the parser reload said why
+            if self.dmarc is not None:
+                what = " and ".join(w for w, flags in (("report directories", self.args.dmarc_dir),
+                                                      ("policy domains", self.args.dmarc_domain)) if not flags)
+                self.log("info", f"SIGHUP: DMARC {what} unchanged (the config could not be read)")
+            return
+        if self.dmarc is None:
+            self.dmarc = self.start(conf)
+            return
+        if not self.args.dmarc_domain:
+            self.dmarc.set_domains(conf.dmarc_domains or [])
+        if not self.args.dmarc_dir:
+            self.dmarc.set_dirs(absolute_dirs(conf.dmarc_dirs or []))
+
+    def start(self, conf):
+        """The report watcher of a config that lists directories for the first time, or None."""
+        dmarc = build_dmarc(self.args, conf, self.store, self.log, check=False)
+        if dmarc is None:
+            return None
+        attach_dmarc(dmarc, self.tail.sinks, self.registry, self.alerts)
+        dmarc.wakeup = self.tail.wakeup
+        dmarc.open()
+        self.log("info", "SIGHUP: watching DMARC report directories " + ", ".join(dmarc.dirs))
+        self.tail.wakeup.set()
+        return dmarc
+
+
+def attach_dmarc(dmarc, sinks: list, registry, alerts) -> None:
+    """Put the report watcher among ``sinks`` before the alert engine (its tick sees the new records),
+    its families in the metrics registry."""
+    at = next((i for i, s in enumerate(sinks) if s is alerts), len(sinks))
+    sinks.insert(at, dmarc)
+    if registry is not None:
+        dmarc.register(registry)
+    dmarc.alerts = alerts
 
 
 class TimingsFile:
@@ -253,16 +319,17 @@ def run(args) -> int:
     from ..classify import classes_from_args
     classes = classes_from_args(args, conf)
     sinks = build_sinks(args, classes)
+    feed = next((s for s in sinks if isinstance(s, MetricsFeed)), None)
+    registry = feed.sink.registry if feed is not None else None
     dmarc = build_dmarc(args, conf, store, log)
-    if dmarc is not None:  # before the alert engine: its tick sees the new records
-        sinks.append(dmarc)
-        feed = next((s for s in sinks if isinstance(s, MetricsFeed)), None)
-        if feed is not None:
-            dmarc.register(feed.sink.registry)
+    if dmarc is not None:
+        attach_dmarc(dmarc, sinks, registry, None)
+    alerts = None
     if not args.no_alerts:
-        sinks.append(build_alerts(args, inputs, sinks, classes, log))
+        alerts = build_alerts(args, inputs, sinks, classes, log)
+        sinks.append(alerts)
         if dmarc is not None:
-            dmarc.alerts = sinks[-1]
+            dmarc.alerts = alerts
     timings = None
     if args.timings_file:
         timings = TimingsFile(args.timings_file)
@@ -282,15 +349,9 @@ def run(args) -> int:
         dmarc.open(watch=not args.once)
         if args.once:
             dmarc.scan()
-        if not args.dmarc_domain:  # SIGHUP: the config's dmarc_domains (flags win over the config)
-            def reload_domains():
-                if reloaded.get("conf") is None:  # the parser reload said why
-                    log("info", "SIGHUP: DMARC policy domains unchanged (the config could not be read)")
-                else:
-                    dmarc.set_domains(reloaded["conf"].dmarc_domains or [])
-            tail.reload_hooks.append(reload_domains)
+    if not args.once and not (args.dmarc_dir and args.dmarc_domain):  # SIGHUP: what the flags do not fix
+        tail.reload_hooks.append(DmarcReload(args, reloaded, tail, store, log, dmarc, registry, alerts))
     server = None
-    feed = next((s for s in sinks if isinstance(s, MetricsFeed)), None)
     if feed is not None:
         from ..sinks.http import DEFAULT_LISTEN, MetricsServer
         feed.tail = tail

@@ -15,7 +15,8 @@ metrics sink, so they are on the same ``/metrics``):
 Labels are bounded: ``policy_domain`` is one of the configured domains
 (``--dmarc-domain``, config ``dmarc_domains``) or, without that list, one of
 the first :data:`DEFAULT_MAX_DOMAINS` well-formed domains seen; anything else
-is ``other``; SIGHUP re-reads the configured list (:meth:`DmarcSink.set_domains`).
+is ``other``; SIGHUP re-reads the configured list (:meth:`DmarcSink.set_domains`)
+and the directories (:meth:`DmarcSink.set_dirs`).
 Dispositions, alignment results and TLS result types come from closed sets. No
 source IP, reporter or free text becomes a label: reports come
 from strangers.
@@ -200,7 +201,9 @@ class DmarcSink:
         self._dirty = True  # a scan is due
         self._last_scan = 0.0
         self._missing: set[str] = set()  # directories warned about
-        self._stop = threading.Event()
+        self._rewatch = False  # a missing directory is back: inotify must include it
+        self._watching = False  # open(watch=True): an inotify thread follows self.dirs
+        self._stop = threading.Event()  # stops the current inotify thread
         self._thread: threading.Thread | None = None
         self.files_read = 0  # report files read since start (tests, --once summary)
 
@@ -224,28 +227,43 @@ class DmarcSink:
             # like log files on a first run: what is there already is history, not news
             self._mark_read([d for d in self.dirs if d not in known])
             self._save()
-        if watch and not self.poll:
-            self._thread = threading.Thread(target=self._watch, name="logscope-dmarc-watch", daemon=True)
-            self._thread.start()
+        self._watching = watch and not self.poll
+        self._start_watch()
 
     def _mark_read(self, dirs: list[str]) -> None:
         for key, stat, _path in self._files_now(time.time(), 0.0, dirs):
             self._files[key] = stat
 
-    def _watch(self) -> None:
-        """inotify on the directories (recursive): a change marks a scan as due and wakes tail up."""
-        dirs = [d for d in self.dirs if os.path.isdir(d)]
+    def _start_watch(self) -> None:
+        """(Re)start the inotify thread on the current directories, if watching."""
+        self._stop_watch()
+        if not self._watching:
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(list(self.dirs), self._stop),
+                                        name="logscope-dmarc-watch", daemon=True)
+        self._thread.start()
+
+    def _stop_watch(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+            self._thread = None
+
+    def _watch(self, dirs: list[str], stop: threading.Event) -> None:
+        """inotify on ``dirs`` (recursive): a change marks a scan as due and wakes tail up."""
+        dirs = [d for d in dirs if os.path.isdir(d)]
         if not dirs:
             return  # the rescan timer finds them
         try:
             import watchfiles
             for _ in watchfiles.watch(*dirs, watch_filter=None, recursive=True, debounce=200, step=50,
-                                      stop_event=self._stop, raise_interrupt=False, rust_timeout=5000):
+                                      stop_event=stop, raise_interrupt=False, rust_timeout=5000):
                 self._dirty = True
                 if self.wakeup is not None:
                     self.wakeup.set()
         except Exception as exc:  # inotify limits, a directory removed, odd file systems
-            if not self._stop.is_set():
+            if not stop.is_set():
                 self.log("warning", f"inotify stopped for the DMARC report directories ({exc}); "
                                     f"rescanning every {self.rescan:g} s")
 
@@ -253,10 +271,8 @@ class DmarcSink:
         registry.register(_Collector(self))
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(2)
-            self._thread = None
+        self._watching = False
+        self._stop_watch()
 
     # -------------------------------------------------------- the tail sink interface
 
@@ -266,7 +282,9 @@ class DmarcSink:
     def tick(self) -> None:
         """Read new report files if a change was seen (or a rescan is due)."""
         now = time.time()
-        if self._dirty or now - self._last_scan >= self.rescan:
+        # a listed directory that was missing is there now: scan it (and inotify it) without waiting for the rescan
+        back = any(d in self._missing and os.path.isdir(d) for d in self.dirs)
+        if self._dirty or back or now - self._last_scan >= self.rescan:
             try:
                 self.scan(FILES_PER_TICK)
             except Exception as exc:  # a bug here must not stop the log following: say it, retry later
@@ -299,6 +317,9 @@ class DmarcSink:
             self._dmarc_keys.prune()
             self._tls_keys.prune()
             self._save()
+        if self._rewatch:
+            self._rewatch = False
+            self._start_watch()
         if backlog and self.wakeup is not None:
             self.wakeup.set()  # more to read: come back without waiting for the safety timer
         return len(todo)
@@ -314,7 +335,9 @@ class DmarcSink:
                     self._missing.add(d)
                     self.log("warning", f"{clean(d)}: DMARC report directory missing; watching for it")
                 continue
-            self._missing.discard(d)
+            if d in self._missing:  # back (or created after a SIGHUP listed it): inotify it from now on
+                self._missing.discard(d)
+                self._rewatch = True
             for path in walk(d, self._dir_error):
                 if os.path.basename(path).startswith("."):  # editors' and rsync's temporary files
                     continue
@@ -436,6 +459,32 @@ class DmarcSink:
         self._save()
         listed = ", ".join(sorted(labels.fixed)) or f"the first {labels.limit} seen"
         self.log("info", f"SIGHUP: DMARC policy domains now {listed}")
+
+    def set_dirs(self, dirs: Iterable[str]) -> None:
+        """New report directories (SIGHUP reloaded the config), taken as a restart with that config
+        would take them. An added directory's reports already there are history with ``start`` "end"
+        (the default; files that arrive later are read), or read with "start" (a report counted before
+        is then a duplicate, not counted again). A directory no longer listed is not read any more;
+        what it counted stays in the counters. The same list changes nothing."""
+        new = list(dict.fromkeys(str(d) for d in dirs))
+        if set(new) == set(self.dirs):
+            self.dirs = new
+            return
+        added = [d for d in new if d not in self.dirs]
+        removed = [d for d in self.dirs if d not in new]
+        self.dirs = new
+        self._missing.clear()  # warn again about a directory still (or now) missing
+        if self.start == "end" and added:
+            self._mark_read(added)
+        self._save()  # the ledger's directory list: a restart must not take the added ones as new again
+        self._dirty = True  # the next tick scans: files of removed directories leave the ledger
+        self._start_watch()
+        # said once the new directories are watched: a report dropped after this line is read
+        change = "; ".join(f"{what} {', '.join(clean(d) for d in ds)}"
+                           for what, ds in (("added", added), ("no longer watched", removed)) if ds)
+        self.log("info", f"SIGHUP: DMARC report directories {change}")
+        if self.wakeup is not None:
+            self.wakeup.set()
 
 
 # families whose first label is policy_domain
