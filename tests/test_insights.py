@@ -152,8 +152,11 @@ def test_tls_handshake_failures(parser_set, classes):
     assert {r["reason"]: (r["count"], r["peers"]) for r in dv["by_reason"]} == {
         "wrong version number": (2, 2), "connection reset by peer": (1, 1), "tlsv1 alert unknown ca": (1, 1)}
     ex = insight([sample("exim")], parser_set, classes)["tls_failures"]
-    assert [(r["reason"], r["count"]) for r in ex["by_reason"]] == [("a tls packet with unexpected length was received.", 1)]
-    assert ex["by_peer"][0]["peer"] == "scanner.example"
+    # a TLS error on a delivery, and an incoming client's certificate that failed verification
+    assert [(r["reason"], r["count"]) for r in ex["by_reason"]] == [
+        ("a tls packet with unexpected length was received.", 1),
+        ("depth=n error=unable to get local issuer certificate cert=/cn=client.example", 1)]
+    assert {r["peer"] for r in ex["by_peer"]} == {"scanner.example", "203.0.113.92"}
 
 
 # --------------------------------------------------------- authentication hygiene --
@@ -257,7 +260,11 @@ def test_blocklists_on_samples(parser_set, classes):
     }  # built-in restrictions (not owned by user, cannot find your hostname, ...) are not your rules
     ex = insight([sample("exim")], parser_set, classes)["blocklists"]
     hits = {(r["origin"], r["rule"]): (r["action"], r["count"]) for r in ex["rule_hits"]}
-    assert len(hits) == 9
+    assert len(hits) == 14
+    # connections refused before any ACL (host_reject_connection, smtp_reserve_hosts, smtp_accept_max_per_host)
+    assert hits[("exim acl_smtp_connect", "host_reject_connection")] == ("reject", 1)
+    assert hits[("exim acl_smtp_connect", "not in reserve list: connected=95 max=100 reserve=5")] == ("defer", 1)
+    assert hits[("exim acl_smtp_connect", "too many connections from that IP address")] == ("defer", 1)
     # the client's name, address and port are taken out of the ACL message: one rule, whoever triggers it
     assert hits[("exim acl_smtp_rcpt", "JunkMail rejected - HOST [IP]:N is in an RBL: https://www.spamhaus.org/query/ip/IP")] == ("reject", 1)
     assert hits[("exim acl_smtp_connect", "too many connections")] == ("drop", 1)
@@ -350,8 +357,11 @@ def test_configuration_problems(parser_set, classes):
         ("dovecot_userdb_settings", "Invalid settings in userdb: userdb returned N as uid"): 1}
     assert dv[0]["class"] == "dovecot_systemd_port"   # most first
     ex = insight([sample("exim")], parser_set, classes)["config_problems"]
-    assert sorted((r["class"], r["count"]) for r in ex) == [
-        ("exim_config", 1), ("exim_config", 1), ("exim_panic", 1), ("exim_panic", 1), ("exim_sync_error", 1)]
+    # config errors (one a "discard" verb in the wrong ACL); panics (re-exec, malware scanner, spool space,
+    # the Cyrus and GNU SASL libraries)
+    assert sorted((r["class"], r["count"]) for r in ex) == [("exim_config", 1)] * 3 + [("exim_panic", 1)] * 5 + [
+        ("exim_sync_error", 1)]
+    assert "spool directory space check failed: space=N inodes=N" in {r["text"] for r in ex}
     sync = rows(ex, "class")["exim_sync_error"]
     assert "input=" not in sync["text"] and "H=[IP]:N" in sync["text"]
 
