@@ -85,6 +85,11 @@ SAMPLE_CLASSES = {
     ("exim.log", "contains a virus (Eicar-Signature)"): ("virus", None),
     ("exim.log", "dropped by 'connect' ACL: too many connections"): ("rate_limit", None),
     ("exim.log", "spam score too high"): ("spam", None),
+    ("exim.log", "SPF=fail rejected RCPT <bob@example.org>: SPF check failed"): ("spf", None),
+    ("exim.log", "(host_reject_connection)"): ("client_rejected", None),
+    ("exim.log", "not in reserve list: connected=95"): ("client_rejected", None),
+    ("exim.log", "refused: too many connections from that IP address"): ("rate_limit", None),
+    ("exim.log", "rejected after DATA: too many recipients"): ("rate_limit", None),
     # rspamd verdicts
     ("rspamd.log", "(reject): [21.37/15.00]"): ("spam", None),
     ("rspamd.log", "(soft reject):"): ("greylisting", None),
