@@ -168,7 +168,7 @@ def _dispatch_classes(df: pl.DataFrame, parsers: ParserSet) -> tuple[pl.Series, 
     """
     tok = None
     for name, sdef in parsers.sources.items():
-        t = pl.when(pl.col("_src") == name).then(pl.col("message")).str.extract(ascii_classes(sdef.token_regex), 1)
+        t = pl.when(pl.col("_src") == name).then(pl.col("message")).str.extract(sdef.token_regex, 1)
         tok = t if tok is None else pl.coalesce(tok, t)
     keyed = df.select(pl.col("_src"), pl.col("daemon"), (tok if tok is not None else pl.lit(None, pl.String)).fill_null("").alias("_tok"))
     keys = keyed.unique()

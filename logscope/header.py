@@ -188,13 +188,14 @@ def parse_header(lines: pl.DataFrame, opts: HeaderOptions) -> pl.DataFrame:
         (first == "#").alias("_f_rsp1"),
         L.str.find(": ", literal=True).alias("_cut"),
     )
+    df = df.with_columns(L.str.slice(0, pl.col("_cut")).alias("_head"))  # the part before the first ": "
     present = df.select(pl.col("_f_isos", "_f_5424", "_f_tai", "_f_rsp1").any()).row(0, named=True)
     # BSD and RFC 3339: cut at the first ": " and match only the short prefix.
     synt = ~pl.col("_f_isos") & ~pl.col("_f_5424") & ~pl.col("_f_tai") & ~pl.col("_f_rsp1")
     df = df.with_columns(
-        _groups(L.str.slice(0, pl.col("_cut")), synt & pl.col("_cut").is_not_null(), _PRE).alias("_pre"),
+        _groups(pl.col("_head"), synt & pl.col("_cut").is_not_null(), _PRE).alias("_pre"),
     ).unnest("_pre")
-    df = df.with_columns(L.str.slice(0, pl.col("_cut")).str.slice(pl.col("_ts").str.len_chars()).alias("_rest"))
+    df = df.with_columns(pl.col("_head").str.slice(pl.col("_ts").str.len_chars()).alias("_rest"))
     rest = df.select(pl.col("_rest").unique()).with_columns(
         pl.col("_rest").str.extract_groups(_HOST_PROG).alias("_hp")).unnest("_hp")
     df = df.join(rest, on="_rest", how="left", maintain_order="left")
@@ -202,7 +203,7 @@ def parse_header(lines: pl.DataFrame, opts: HeaderOptions) -> pl.DataFrame:
     df = df.with_columns(pl.when(pl.col("_hp_ok").is_not_null()).then(pl.col(c)).alias(c) for c in ("bsd", "iso"))
     pre_ok = pl.col("bsd").is_not_null() | pl.col("iso").is_not_null()
     # "host : msg" (Cisco) leaves a trailing space before ": ": that token is the host.
-    host_only = pre_ok & pl.col("host").is_null() & L.str.slice(0, pl.col("_cut")).str.ends_with(" ")
+    host_only = pre_ok & pl.col("host").is_null() & pl.col("_head").str.ends_with(" ")
     df = df.with_columns(
         pl.when(host_only).then(pl.col("prog")).otherwise(pl.col("host")).alias("host"),
         pl.when(host_only).then(None).otherwise(pl.col("prog")).alias("prog"),

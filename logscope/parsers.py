@@ -90,9 +90,9 @@ class SourceDef:
     @property
     def token_regex(self) -> str:
         """Extracts a message's dispatch token (group 1; no match = empty token)."""
-        from .patterns import TOKEN_RE
+        from .patterns import TOKEN_RE, ascii_classes
         skip = f"(?:{self.skip.regex[1:]})?" if self.skip is not None else ""
-        return f"^{skip}({TOKEN_RE})?"
+        return ascii_classes(f"^{skip}({TOKEN_RE})?")
 
     @property
     def program_regex(self) -> str | None:
