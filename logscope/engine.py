@@ -124,6 +124,53 @@ def _update_rows(df: pl.DataFrame, rows: pl.Series, new: pl.DataFrame) -> pl.Dat
     return df.with_columns(cols)
 
 
+# A batch of at most SMALL_ROWS lines (``tail`` under a trickle) is prepared and
+# matched line by line in Python's ``re``: the vectorized steps cost about 110
+# polars calls per batch whatever its size (~15 ms for a few lines). Python's
+# ``re`` backtracks where Rust's regex is linear, so lines longer than
+# SMALL_LINE bytes, which an attacker could craft, always take the vectorized
+# path (the worst pattern found costs ~13 ms on a crafted 1 KB line).
+SMALL_ROWS = 256
+SMALL_LINE = 1024
+
+
+def _few(messages: pl.Series, rows: int) -> bool:
+    """Whether ``messages`` (at most ``rows`` of them, none longer than SMALL_LINE) go to Python's ``re``."""
+    return messages.len() <= rows and (messages.len() == 0 or (messages.str.len_bytes().max() or 0) <= SMALL_LINE)
+
+
+def _prepare_few(df: pl.DataFrame, parsers: ParserSet) -> pl.DataFrame:
+    """``_prepare`` line by line in Python's ``re`` (a small batch: ~10 polars calls per source saved)."""
+    n = df.height
+    new: dict[str, list] = {}
+    for r, (src, prog, pbase, msg) in enumerate(zip(df["_src"].to_list(), df["program"].to_list(),
+                                                      df["_pbase"].to_list(), df["message"].to_list())):
+        sdef = parsers.sources.get(src) if src is not None else None
+        if sdef is None or not (sdef.main_programs or sdef.prefix is not None):
+            continue
+        if sdef.main_programs and prog is not None and pbase is not None and pbase not in sdef.main_programs:
+            msg = prog + ": " + msg if msg is not None else None
+        values = {"message": msg}
+        if sdef.prefix is not None and msg is not None:
+            m = _py_regex("^(?P<_prefix>" + sdef.prefix.regex[1:] + ")").match(msg)
+            if m is not None:
+                values["message"] = msg[len(m.group("_prefix")):]
+                for group, column in sdef.prefix.groups.items():
+                    if values.get(column) is None:
+                        values[column] = m.group(group)
+            else:
+                for column in sdef.prefix.groups.values():
+                    values.setdefault(column, None)
+        for column, value in values.items():
+            new.setdefault(column, [None] * n)[r] = value
+    # as _update_rows: a null new value keeps the old one
+    have = df.schema
+    return df.with_columns(
+        pl.coalesce(pl.lit(pl.Series(c, v, dtype=pl.String).cast(have[c], strict=False)), pl.col(c)).alias(c)
+        if c in have else pl.Series(c, v, dtype=pl.String)
+        for c, v in new.items()).drop("_pbase")
+
+
 def _prepare(df: pl.DataFrame, parsers: ParserSet) -> pl.DataFrame:
     """Per source, on its rows only: main_programs rule, prefix strip (captures become columns).
 
@@ -132,6 +179,8 @@ def _prepare(df: pl.DataFrame, parsers: ParserSet) -> pl.DataFrame:
     captures them wins. Work on one source's rows is done on those rows only
     (gathered, then scattered back): when/then would evaluate every row.
     """
+    if _few(df["message"], SMALL_ROWS):
+        return _prepare_few(df, parsers)
     msg = pl.col("message")
     for name, sdef in parsers.sources.items():
         if not sdef.main_programs and sdef.prefix is None:
@@ -156,6 +205,14 @@ def _prepare(df: pl.DataFrame, parsers: ParserSet) -> pl.DataFrame:
     return df.drop("_pbase")
 
 
+def _candidates(parsers: ParserSet, src: str | None, daemon: str, token: str) -> tuple[tuple[str, int], ...]:
+    """The events (source, index), in file order, that a line of this source, daemon and token can match."""
+    sdef = parsers.sources.get(src) if src is not None else None
+    return () if sdef is None else tuple(
+        (src, i) for i, ev in enumerate(sdef.events)
+        if (not ev.daemons or daemon in ev.daemons) and (ev.leads is None or token in ev.leads))
+
+
 def _dispatch_classes(df: pl.DataFrame, parsers: ParserSet) -> tuple[pl.Series, list[list[tuple[str, int]]]]:
     """Group the lines by the events they can match: (class per row, events per class).
 
@@ -175,11 +232,7 @@ def _dispatch_classes(df: pl.DataFrame, parsers: ParserSet) -> tuple[pl.Series, 
     classes: dict[tuple[tuple[str, int], ...], int] = {}
     key_class = []
     for src, daemon, token in keys.iter_rows():
-        sdef = parsers.sources.get(src) if src is not None else None
-        cand = () if sdef is None else tuple(
-            (src, i) for i, ev in enumerate(sdef.events)
-            if (not ev.daemons or daemon in ev.daemons) and (ev.leads is None or token in ev.leads))
-        key_class.append(classes.setdefault(cand, len(classes)))
+        key_class.append(classes.setdefault(_candidates(parsers, src, daemon, token), len(classes)))
     keys = keys.with_columns(pl.Series("_cls", key_class, dtype=pl.UInt32))
     cls = keyed.join(keys, on=["_src", "daemon", "_tok"], how="left", maintain_order="left", nulls_equal=True)["_cls"]
     return cls, [list(c) for c in classes]
@@ -200,9 +253,10 @@ def _extract(regex: str) -> pl.Expr:
     return expr
 
 
-# Below this many candidate lines an event runs in Python's ``re`` (compiled
-# once per process) instead of polars, which compiles the regex again on every
-# call (about 0.6 ms): rare events cost more to compile than to run.
+# Below this many candidate lines (none longer than SMALL_LINE) an event runs in
+# Python's ``re`` (compiled once per process) instead of polars, which compiles
+# the regex again on every call (about 0.6 ms): rare events cost more to compile
+# than to run.
 SMALL_BATCH = 48
 
 
@@ -219,6 +273,39 @@ def _extract_few(messages: pl.Series, regex: str) -> pl.DataFrame:
                          for g in rx.groupindex})
 
 
+def _match_few(df: pl.DataFrame, parsers: ParserSet) -> tuple[pl.Series, dict[str, pl.Series]]:
+    """``_match`` for a small batch: each line tries its candidate events in order, first match wins."""
+    n = df.height
+    kinds = ["unparsed"] * n
+    fields: dict[str, list] = {}
+    cand_cache: dict[tuple, list] = {}
+    for r, (src, daemon, msg) in enumerate(zip(df["_src"].to_list(), df["daemon"].to_list(),
+                                                 df["message"].to_list())):
+        sdef = parsers.sources.get(src) if src is not None else None
+        if sdef is None or msg is None:
+            continue
+        tm = _py_regex(sdef.token_regex).search(msg)
+        key = (src, daemon, (tm.group(1) if tm else None) or "")
+        events = cand_cache.get(key)
+        if events is None:
+            events = cand_cache[key] = [sdef.events[i] for _, i in _candidates(parsers, *key)]
+        for ev in events:
+            m = _py_regex(ev.probe_regex).search(msg)
+            if m is None:
+                continue
+            kinds[r] = ev.kind
+            # one column may be captured under two group names: first non-null wins, then the constants
+            for column, value in [*((c, m.group(g)) for g, c in ev.compiled.groups.items()), *ev.constants.items()]:
+                col = fields.get(column)
+                if col is None:
+                    col = fields[column] = [None] * n
+                if col[r] is None:
+                    col[r] = value
+            break
+    return (pl.Series("kind", kinds, dtype=pl.String),
+            {c: pl.Series(c, v, dtype=pl.String) for c, v in fields.items()})
+
+
 def _match(df: pl.DataFrame, parsers: ParserSet) -> tuple[pl.Series, dict[str, pl.Series]]:
     """Every line's event kind, and the captured fields as full-length columns.
 
@@ -228,6 +315,8 @@ def _match(df: pl.DataFrame, parsers: ParserSet) -> tuple[pl.Series, dict[str, p
     scattered into its column by row number, so no wide frame is sorted.
     """
     n = df.height
+    if _few(df["message"], SMALL_ROWS):
+        return _match_few(df, parsers)
     cls, candidates = _dispatch_classes(df, parsers)
     work = df.select("_row", "message").with_columns(cls)
     pending = {c: part.drop("_cls") for (c,), part in work.partition_by("_cls", as_dict=True).items()}
@@ -247,8 +336,8 @@ def _match(df: pl.DataFrame, parsers: ParserSet) -> tuple[pl.Series, dict[str, p
         ev = parsers.sources[src].events[i]
         batch = pl.concat([pending[c] for c in live]) if len(live) > 1 else pending[live[0]]
         # The empty sentinel group is non-null exactly on matching rows.
-        groups = (batch.select(_extract(ev.probe_regex)).unnest("g") if batch.height > SMALL_BATCH
-                  else _extract_few(batch["message"], ev.probe_regex))
+        groups = (_extract_few(batch["message"], ev.probe_regex) if _few(batch["message"], SMALL_BATCH)
+                  else batch.select(_extract(ev.probe_regex)).unnest("g"))
         hit = groups["__m"].is_not_null()
         k = hit.sum()
         if not k:
@@ -299,10 +388,11 @@ def _finish(df: pl.DataFrame, target: pl.Schema) -> pl.DataFrame:
     if "level" in df.columns:
         df = df.with_columns(pl.col("level").str.to_lowercase().replace({"warn": "warning"}))
     exprs = []
+    have = df.schema  # built anew on every access of df.schema: once per column cost 2 ms per batch
     for name, dtype in target.items():
-        if name not in df.columns:
+        if name not in have:
             exprs.append(pl.lit(None, dtype=dtype).alias(name))
-        elif df.schema[name] == dtype:
+        elif have[name] == dtype:
             exprs.append(pl.col(name))
         else:
             exprs.append(pl.col(name).cast(dtype, strict=False))

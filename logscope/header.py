@@ -97,25 +97,42 @@ def _local_to_utc(naive: pl.Expr, tz: str) -> pl.Expr:
     return naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null").dt.convert_time_zone("UTC")
 
 
-def _bsd_datetime(mon: pl.Expr, day: pl.Expr, year: pl.Expr, time: pl.Expr) -> pl.Expr:
-    """A naive datetime from BSD parts; impossible dates (Feb 30) become null."""
-    month = mon.replace_strict(MONTHS, default=None, return_dtype=pl.Int8)
-    day_i = day.cast(pl.Int8, strict=False)
-    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
-    mdays = month.replace_strict({1: 31, 2: 28, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31,
-                                  9: 30, 10: 31, 11: 30, 12: 31}, default=None, return_dtype=pl.Int8)
-    mdays = pl.when((month == 2) & leap).then(29).otherwise(mdays)
-    ok = day_i.is_between(1, mdays)
-    h = time.str.slice(0, 2).cast(pl.Int8, strict=False)
-    m = time.str.slice(3, 2).cast(pl.Int8, strict=False)
-    s = time.str.slice(6, 2).cast(pl.Int8, strict=False)
-    ok = ok & h.is_between(0, 23) & m.is_between(0, 59) & s.is_between(0, 60)
-    return pl.when(ok).then(
-        pl.datetime(pl.when(ok).then(year).otherwise(2000), pl.when(ok).then(month).otherwise(1),
-                    pl.when(ok).then(day_i).otherwise(1), pl.when(ok).then(h).otherwise(0),
-                    pl.when(ok).then(m).otherwise(0), pl.when(ok).then(s.clip(0, 59)).otherwise(0),
-                    time_unit="us")
+_MDAYS = {1: 31, 2: 28, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30, 12: 31}
+
+
+def _bsd_fields(uniq: pl.DataFrame) -> pl.DataFrame:
+    """Month, day, hour, minute, second of the BSD parts as small ints (``_mo`` ... ``_s``), and
+    ``_hms_ok``/``_mdays`` for the date check: columns first, so that each later expression stays
+    small (one nested expression for the whole date took polars ~13 ms per batch, however few rows)."""
+    time_ = pl.col("time")
+    uniq = uniq.with_columns(
+        pl.col("mon").replace_strict(MONTHS, default=None, return_dtype=pl.Int8).alias("_mo"),
+        pl.col("day").cast(pl.Int8, strict=False).alias("_d"),
+        time_.str.slice(0, 2).cast(pl.Int8, strict=False).alias("_h"),
+        time_.str.slice(3, 2).cast(pl.Int8, strict=False).alias("_mi"),
+        time_.str.slice(6, 2).cast(pl.Int8, strict=False).alias("_s"),
     )
+    return uniq.with_columns(
+        (pl.col("_h").is_between(0, 23) & pl.col("_mi").is_between(0, 59) & pl.col("_s").is_between(0, 60)).alias("_hms_ok"),
+        pl.col("_mo").replace_strict(_MDAYS, default=None, return_dtype=pl.Int8).alias("_mdays"),
+    )
+
+
+def _bsd_datetime(uniq: pl.DataFrame, year: pl.Expr, name: str) -> pl.DataFrame:
+    """Column ``name``: the naive datetime of the BSD fields (``_bsd_fields``) in ``year``; impossible
+    dates (Feb 30) are null. A leap second is read as second 59."""
+    uniq = uniq.with_columns(year.alias("_y"))
+    y = pl.col("_y")
+    leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
+    mdays = pl.when((pl.col("_mo") == 2) & leap).then(29).otherwise(pl.col("_mdays"))
+    uniq = uniq.with_columns((pl.col("_d").is_between(1, mdays) & pl.col("_hms_ok")).alias("_ok"))
+    ok = pl.col("_ok")
+    # pl.datetime runs on every row: the rows that are not ok get a valid dummy date
+    return uniq.with_columns(pl.when(ok).then(pl.datetime(
+        pl.when(ok).then(y).otherwise(2000), pl.when(ok).then(pl.col("_mo")).otherwise(1),
+        pl.when(ok).then(pl.col("_d")).otherwise(1), pl.when(ok).then(pl.col("_h")).otherwise(0),
+        pl.when(ok).then(pl.col("_mi")).otherwise(0), pl.when(ok).then(pl.col("_s").clip(0, 59)).otherwise(0),
+        time_unit="us")).alias(name)).drop("_y", "_ok")
 
 
 def _iso_to_utc(iso: pl.Expr, tz: str) -> pl.Expr:
@@ -134,7 +151,8 @@ def _timestamps(df: pl.DataFrame, opts: HeaderOptions, anchor: datetime) -> pl.S
     arithmetic runs once per run (``rle``) and is gathered back by run id,
     which is cheaper than hashing every row for a unique-and-join. The text's
     shape says its format: a month name (BSD), ``T`` or a space after the date
-    (RFC 3339, ISO with a space), 24 hex digits (TAI64N).
+    (RFC 3339, ISO with a space), 24 hex digits (TAI64N). A format no line of
+    the batch has costs nothing.
     """
     text = df["_tstext"]
     run = text.rle_id()
@@ -147,26 +165,34 @@ def _timestamps(df: pl.DataFrame, opts: HeaderOptions, anchor: datetime) -> pl.S
         pl.when(~is_bsd & (t.str.slice(10, 1) == " ")).then(t).alias("_isos_ts"),
         pl.when(~is_bsd & (t.str.len_bytes() == 24) & (t.str.slice(4, 1) != "-")).then(t).alias("_tai_ts"),
     ).unnest("_p").with_columns(pl.col("year").cast(pl.Int32, strict=False))
-    mon, day, time_, year_ = pl.col("mon"), pl.col("day"), pl.col("time"), pl.col("year")
-    if opts.year is not None:
-        year = pl.coalesce(year_, pl.lit(opts.year, dtype=pl.Int32))
-        bsd = _local_to_utc(_bsd_datetime(mon, day, year, time_), opts.tz)
-    else:
-        y = pl.lit(anchor.year, dtype=pl.Int32)
-        this_year = _local_to_utc(_bsd_datetime(mon, day, pl.coalesce(year_, y), time_), opts.tz)
-        last_year = _local_to_utc(_bsd_datetime(mon, day, y - 1, time_), opts.tz)
-        limit = pl.lit(anchor.astimezone(timezone.utc).replace(tzinfo=None)).dt.replace_time_zone("UTC") + pl.duration(days=1)
-        bsd = pl.when(year_.is_null() & (this_year > limit)).then(last_year).otherwise(this_year)
-    tai_secs = pl.col("_tai_ts").str.slice(1, 15).str.to_integer(base=16, strict=False) - 10
-    tai_ts = pl.from_epoch(tai_secs, time_unit="s").dt.cast_time_unit("us").dt.replace_time_zone("UTC")
-    isos_ts = _local_to_utc(pl.col("_isos_ts").str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S%.f", strict=False), opts.tz)
-    uniq = uniq.with_columns(pl.coalesce(
-        pl.when(mon.is_not_null()).then(bsd),
-        pl.when(pl.col("_iso").is_not_null()).then(_iso_to_utc(pl.col("_iso"), opts.tz)),
-        pl.when(pl.col("_isos_ts").is_not_null()).then(isos_ts),
-        pl.when(pl.col("_tai_ts").is_not_null()).then(tai_ts),
-    ).alias("ts"))
-    return uniq["ts"].gather(run)
+    found = [c for c in ("mon", "_iso", "_isos_ts", "_tai_ts") if uniq[c].null_count() < uniq.height]
+    branches = []
+    if "mon" in found:
+        year_ = pl.col("year")
+        uniq = _bsd_fields(uniq)
+        if opts.year is not None:
+            uniq = _bsd_datetime(uniq, pl.coalesce(year_, pl.lit(opts.year, dtype=pl.Int32)), "_this")
+            bsd = _local_to_utc(pl.col("_this"), opts.tz)
+        else:
+            y = pl.lit(anchor.year, dtype=pl.Int32)
+            uniq = _bsd_datetime(_bsd_datetime(uniq, pl.coalesce(year_, y), "_this"), y - 1, "_last")
+            uniq = uniq.with_columns(_local_to_utc(pl.col("_this"), opts.tz).alias("_this"),
+                                     _local_to_utc(pl.col("_last"), opts.tz).alias("_last"))
+            limit = pl.lit(anchor.astimezone(timezone.utc).replace(tzinfo=None)).dt.replace_time_zone("UTC") + pl.duration(days=1)
+            bsd = pl.when(year_.is_null() & (pl.col("_this") > limit)).then(pl.col("_last")).otherwise(pl.col("_this"))
+        branches.append(pl.when(pl.col("mon").is_not_null()).then(bsd))
+    if "_iso" in found:
+        branches.append(pl.when(pl.col("_iso").is_not_null()).then(_iso_to_utc(pl.col("_iso"), opts.tz)))
+    if "_isos_ts" in found:
+        isos_ts = _local_to_utc(pl.col("_isos_ts").str.strptime(pl.Datetime("us"), "%Y-%m-%d %H:%M:%S%.f", strict=False), opts.tz)
+        branches.append(pl.when(pl.col("_isos_ts").is_not_null()).then(isos_ts))
+    if "_tai_ts" in found:
+        tai_secs = pl.col("_tai_ts").str.slice(1, 15).str.to_integer(base=16, strict=False) - 10
+        tai_ts = pl.from_epoch(tai_secs, time_unit="s").dt.cast_time_unit("us").dt.replace_time_zone("UTC")
+        branches.append(pl.when(pl.col("_tai_ts").is_not_null()).then(tai_ts))
+    if not branches:
+        return pl.Series("ts", [None], dtype=pl.Datetime("us", "UTC")).new_from_index(0, len(text))
+    return uniq.select(pl.coalesce(branches).cast(pl.Datetime("us", "UTC")).alias("ts"))["ts"].gather(run)
 
 
 def parse_header(lines: pl.DataFrame, opts: HeaderOptions) -> pl.DataFrame:

@@ -27,6 +27,7 @@ Mistakes are reported as ``file:line:column: what is wrong``.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import os
 import pickle
@@ -90,15 +91,24 @@ class SourceDef:
     @property
     def token_regex(self) -> str:
         """Extracts a message's dispatch token (group 1; no match = empty token)."""
-        from .patterns import TOKEN_RE, ascii_classes
-        skip = f"(?:{self.skip.regex[1:]})?" if self.skip is not None else ""
-        return ascii_classes(f"^{skip}({TOKEN_RE})?")
+        return _token_regex(self.skip.regex if self.skip is not None else None)
 
     @property
     def program_regex(self) -> str | None:
-        if not self.programs:
-            return None
-        return "^(?:" + "|".join(fnmatch.translate(p).removeprefix("(?s:").removesuffix(")\\Z") for p in self.programs) + ")$"
+        return _program_regex(self.programs) if self.programs else None
+
+
+# The engine asks for these on every batch; building them took a millisecond or two per batch.
+@functools.lru_cache(maxsize=64)
+def _token_regex(skip: str | None) -> str:
+    from .patterns import TOKEN_RE, ascii_classes
+    skip = f"(?:{skip[1:]})?" if skip is not None else ""
+    return ascii_classes(f"^{skip}({TOKEN_RE})?")
+
+
+@functools.lru_cache(maxsize=64)
+def _program_regex(programs: tuple[str, ...]) -> str:
+    return "^(?:" + "|".join(fnmatch.translate(p).removeprefix("(?s:").removesuffix(")\\Z") for p in programs) + ")$"
 
 
 def _locate(text: str, needle: str, start_line: int = 0) -> tuple[int, int]:
@@ -139,10 +149,16 @@ class ParserSet:
         return tuple(kinds)
 
     def schema(self) -> pl.Schema:
-        cols = dict(schema.COLUMNS)
-        cols["source"] = pl.Enum(self.source_names)
-        cols["kind"] = pl.Enum(self.kinds)
-        return pl.Schema(cols)
+        return _schema(self.source_names, self.kinds)
+
+
+@functools.lru_cache(maxsize=16)
+def _schema(source_names: tuple[str, ...], kinds: tuple[str, ...]) -> pl.Schema:
+    """The events schema with these sources and kinds (built once: every batch asks for it)."""
+    cols = dict(schema.COLUMNS)
+    cols["source"] = pl.Enum(source_names)
+    cols["kind"] = pl.Enum(kinds)
+    return pl.Schema(cols)
 
 
 def builtin_dir() -> Path:
