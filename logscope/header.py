@@ -101,38 +101,44 @@ _MDAYS = {1: 31, 2: 28, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31,
 
 
 def _bsd_fields(uniq: pl.DataFrame) -> pl.DataFrame:
-    """Month, day, hour, minute, second of the BSD parts as small ints (``_mo`` ... ``_s``), and
-    ``_hms_ok``/``_mdays`` for the date check: columns first, so that each later expression stays
-    small (one nested expression for the whole date took polars ~13 ms per batch, however few rows)."""
+    """Month, day, hour, minute, second of the BSD parts as small ints (``_mo`` ... ``_s``) and the
+    month's days (``_mdays``): columns first, so that each later expression stays small (one nested
+    expression for the whole date took polars ~13 ms per batch, however few rows)."""
     time_ = pl.col("time")
-    uniq = uniq.with_columns(
+    return uniq.with_columns(
         pl.col("mon").replace_strict(MONTHS, default=None, return_dtype=pl.Int8).alias("_mo"),
+        pl.col("mon").replace_strict({m: _MDAYS[i] for m, i in MONTHS.items()}, default=None,
+                                     return_dtype=pl.Int8).alias("_mdays"),
         pl.col("day").cast(pl.Int8, strict=False).alias("_d"),
         time_.str.slice(0, 2).cast(pl.Int8, strict=False).alias("_h"),
         time_.str.slice(3, 2).cast(pl.Int8, strict=False).alias("_mi"),
         time_.str.slice(6, 2).cast(pl.Int8, strict=False).alias("_s"),
     )
-    return uniq.with_columns(
-        (pl.col("_h").is_between(0, 23) & pl.col("_mi").is_between(0, 59) & pl.col("_s").is_between(0, 60)).alias("_hms_ok"),
-        pl.col("_mo").replace_strict(_MDAYS, default=None, return_dtype=pl.Int8).alias("_mdays"),
-    )
 
 
-def _bsd_datetime(uniq: pl.DataFrame, year: pl.Expr, name: str) -> pl.DataFrame:
-    """Column ``name``: the naive datetime of the BSD fields (``_bsd_fields``) in ``year``; impossible
-    dates (Feb 30) are null. A leap second is read as second 59."""
-    uniq = uniq.with_columns(year.alias("_y"))
-    y = pl.col("_y")
-    leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
-    mdays = pl.when((pl.col("_mo") == 2) & leap).then(29).otherwise(pl.col("_mdays"))
-    uniq = uniq.with_columns((pl.col("_d").is_between(1, mdays) & pl.col("_hms_ok")).alias("_ok"))
-    ok = pl.col("_ok")
-    # pl.datetime runs on every row: the rows that are not ok get a valid dummy date
-    return uniq.with_columns(pl.when(ok).then(pl.datetime(
-        pl.when(ok).then(y).otherwise(2000), pl.when(ok).then(pl.col("_mo")).otherwise(1),
-        pl.when(ok).then(pl.col("_d")).otherwise(1), pl.when(ok).then(pl.col("_h")).otherwise(0),
-        pl.when(ok).then(pl.col("_mi")).otherwise(0), pl.when(ok).then(pl.col("_s").clip(0, 59)).otherwise(0),
-        time_unit="us")).alias(name)).drop("_y", "_ok")
+def _bsd_datetimes(uniq: pl.DataFrame, years: dict[str, pl.Expr]) -> pl.DataFrame:
+    """Per ``name: year``, column ``name``: the naive datetime of the BSD fields (``_bsd_fields``) in
+    that year; impossible dates (Feb 30) are null. A leap second is read as second 59."""
+    uniq = uniq.with_columns(year.alias(f"_y{name}") for name, year in years.items())
+
+    def ok(name: str) -> pl.Expr:
+        y = pl.col(f"_y{name}")
+        leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
+        mdays = pl.when((pl.col("_mo") == 2) & leap).then(29).otherwise(pl.col("_mdays"))
+        hms = pl.col("_h").is_between(0, 23) & pl.col("_mi").is_between(0, 59) & pl.col("_s").is_between(0, 60)
+        return (pl.col("_d").is_between(1, mdays) & hms).alias(f"_ok{name}")
+
+    def naive(name: str) -> pl.Expr:
+        ok = pl.col(f"_ok{name}")
+        # pl.datetime runs on every row: the rows that are not ok get a valid dummy date
+        return pl.when(ok).then(pl.datetime(
+            pl.when(ok).then(pl.col(f"_y{name}")).otherwise(2000), pl.when(ok).then(pl.col("_mo")).otherwise(1),
+            pl.when(ok).then(pl.col("_d")).otherwise(1), pl.when(ok).then(pl.col("_h")).otherwise(0),
+            pl.when(ok).then(pl.col("_mi")).otherwise(0), pl.when(ok).then(pl.col("_s").clip(0, 59)).otherwise(0),
+            time_unit="us")).alias(name)
+
+    uniq = uniq.with_columns(ok(name) for name in years)
+    return uniq.with_columns(naive(name) for name in years)
 
 
 def _iso_to_utc(iso: pl.Expr, tz: str) -> pl.Expr:
@@ -171,15 +177,19 @@ def _timestamps(df: pl.DataFrame, opts: HeaderOptions, anchor: datetime) -> pl.S
         year_ = pl.col("year")
         uniq = _bsd_fields(uniq)
         if opts.year is not None:
-            uniq = _bsd_datetime(uniq, pl.coalesce(year_, pl.lit(opts.year, dtype=pl.Int32)), "_this")
+            uniq = _bsd_datetimes(uniq, {"_this": pl.coalesce(year_, pl.lit(opts.year, dtype=pl.Int32))})
             bsd = _local_to_utc(pl.col("_this"), opts.tz)
         else:
             y = pl.lit(anchor.year, dtype=pl.Int32)
-            uniq = _bsd_datetime(_bsd_datetime(uniq, pl.coalesce(year_, y), "_this"), y - 1, "_last")
+            uniq = _bsd_datetimes(uniq, {"_this": pl.coalesce(year_, y), "_last": y - 1})
             uniq = uniq.with_columns(_local_to_utc(pl.col("_this"), opts.tz).alias("_this"),
-                                     _local_to_utc(pl.col("_last"), opts.tz).alias("_last"))
+                                     _local_to_utc(pl.col("_last"), opts.tz).alias("_last"),
+                                     pl.col("_this").is_null().alias("_no_date"))
             limit = pl.lit(anchor.astimezone(timezone.utc).replace(tzinfo=None)).dt.replace_time_zone("UTC") + pl.duration(days=1)
-            bsd = pl.when(year_.is_null() & (pl.col("_this") > limit)).then(pl.col("_last")).otherwise(pl.col("_this"))
+            # a Feb 29 that does not exist this year is last year's (a leap year); a local time in this
+            # year's DST gap is not
+            later = pl.col("_no_date") | (pl.col("_this") > limit)
+            bsd = pl.when(year_.is_null() & later).then(pl.col("_last")).otherwise(pl.col("_this"))
         branches.append(pl.when(pl.col("mon").is_not_null()).then(bsd))
     if "_iso" in found:
         branches.append(pl.when(pl.col("_iso").is_not_null()).then(_iso_to_utc(pl.col("_iso"), opts.tz)))

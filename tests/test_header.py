@@ -103,6 +103,20 @@ def test_year_rollover_within_a_file_and_old_rotated_files():
     assert rows[0]["ts"].year == 2020
 
 
+def test_feb_29_read_in_a_year_without_it_is_last_years():
+    """A log of a leap year's Feb 29 read the next year: not a null time stamp, but last year's date."""
+    rows = header(["Feb 29 10:00:00 mx p[1]: a", "Feb 28 23:59:60 mx p[1]: b"],
+                  anchor=datetime(2025, 1, 10, tzinfo=timezone.utc))
+    assert rows[0]["ts"] == utc(2024, 2, 29, 10)
+    assert rows[1]["ts"] == utc(2024, 2, 28, 23, 59, 59)  # a leap second reads as :59
+    # read in a leap year after Feb 29: this year's
+    rows = header(["Feb 29 10:00:00 mx p[1]: a"], anchor=datetime(2024, 3, 1, tzinfo=timezone.utc))
+    assert rows[0]["ts"] == utc(2024, 2, 29, 10)
+    # a local time in this year's DST gap is no date of last year (Berlin skipped 02:00-03:00 on 2024-03-31)
+    rows = header(["Mar 31 02:30:00 mx p[1]: a"], anchor=datetime(2024, 12, 31, tzinfo=timezone.utc), tz="Europe/Berlin")
+    assert rows[0]["ts"] is None
+
+
 def test_local_timezone_applies_to_zoneless_timestamps_only():
     rows = header(["Jul  1 12:00:00 mx p[1]: a", "2024-07-01T12:00:00+00:00 mx p[1]: b", "2024-07-01 12:00:00 x"],
                   tz="Europe/Berlin", year=2024)
