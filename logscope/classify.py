@@ -13,15 +13,22 @@ user parser directory, whose rules go in front of the built-in ones.
 * ``rbl_zone``: the blocklist zone (``zen.spamhaus.org``) where an rbl rule
   captured one, lower-cased and only if it looks like a host name.
 
-The rules run as one ``pl.when`` chain of ``str.contains`` over the
-lower-cased fields of the rows in scope only (gathered, classified and
-scattered back), so the cost follows the number of rejects, not of lines.
+The rules run as one expression (the smallest index of a matching rule) of
+``str.contains`` over the lower-cased fields of the rows in scope only
+(gathered, classified and scattered back), so the cost follows the number of
+rejects, not of lines. Adjacent rules of one ``[[class]]`` entry run as one
+regex. ``tail`` classifies a few lines at a time: a small frame without a
+kind in scope skips the rules, one with a few rows in scope finds the first
+matching rule in Python from one query of every regex, on a thread of its
+own where the compiled regexes stay (``_OwnThread``).
 """
 
 from __future__ import annotations
 
 import re
+import threading
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -70,6 +77,13 @@ POSTSCREEN_FINDINGS = ("postscreen_pregreet", "postscreen_violation", "postscree
 # Failed deliveries: remote servers' replies to our mail.
 FAILED_STATUSES = ("deferred", "bounced", "expired", "force-expired", "undeliverable")
 DELIVERY_REPLY_KINDS = ("delivery_reply", "exim_failure", "exim_deferral")
+# The kinds of the rows reject_rows and delivery_rows can select: a batch without them has none in scope.
+SCOPE_KINDS = frozenset(REJECT_ACTIONS) | {"delivery"} | frozenset(DELIVERY_REPLY_KINDS)
+# kinds_in reads the kinds of frames up to this height (a list of a few strings costs microseconds,
+# polars' unique() ~0.15 ms at any height and ~1 ms at 100,000 rows, where it would rarely save work).
+KINDS_MAX_ROWS = 1024
+# Up to this many rows in scope, the first matching rule of each is found in Python (_Compiled.first_match).
+FIRST_MATCH_MAX_ROWS = 64
 
 # Columns the rules read besides their fields.
 _INPUT_COLUMNS = ("kind", "source", "daemon", "stage", "action", "status", "reply", "reason")
@@ -111,6 +125,17 @@ def reject_rows() -> pl.Expr:
     return (cond & ~dnsblog).fill_null(False)
 
 
+def kinds_in(events: pl.DataFrame) -> frozenset[str] | None:
+    """The event kinds of a small frame (None for a frame of more than ``KINDS_MAX_ROWS`` rows).
+
+    Lets the sinks skip, for the few lines ``tail`` reads at a time, the work
+    whose kinds are absent: a polars query costs ~0.3 ms however few its rows.
+    """
+    if events.height > KINDS_MAX_ROWS:
+        return None
+    return frozenset(events.get_column("kind").to_list())
+
+
 def delivery_rows() -> pl.Expr:
     """True for failed deliveries and remote replies to them (classified only by scope delivery/any rules)."""
     kind = pl.col("kind")
@@ -121,6 +146,18 @@ def delivery_rows() -> pl.Expr:
 def _scope() -> pl.Expr:
     """1 for reject-like rows, 2 for failed deliveries, null for the rest."""
     return pl.when(reject_rows()).then(pl.lit(1, pl.UInt8)).when(delivery_rows()).then(pl.lit(2, pl.UInt8))
+
+
+def _scope_of(kind, action, daemon, status) -> int | None:
+    """``_scope()`` of one row, in Python: for a few rows it costs less than a polars query.
+    tests/test_small_batches.py checks that both agree."""
+    if kind in REJECT_ACTIONS:
+        actions = REJECT_ACTIONS[kind]
+        if (actions is None or action in actions) and (kind != "postscreen_dnsbl" or daemon == "postscreen"):
+            return 1
+    if (kind == "delivery" and status in FAILED_STATUSES) or kind in DELIVERY_REPLY_KINDS:
+        return 2
+    return None
 
 
 def _helpers(fields: Iterable[str]) -> dict[str, pl.Expr]:
@@ -148,73 +185,253 @@ def _engine_regex(regex: str) -> str:
     return "(?i)" + regex if re.search("[A-Z]", regex) else regex
 
 
+class _Compiled:
+    """A rule set's polars expressions, built once (see ``RejectClasses._compiled``)."""
+
+    def __init__(self, rules: tuple[Rule, ...]):
+        fields = list(dict.fromkeys(r.field for r in rules if r.regex is not None))
+        self.columns = list(dict.fromkeys([*_INPUT_COLUMNS, *(f for f in fields if f != "text")]))
+        self.scope = _scope().alias("__rc_scope")
+        self.helpers = [e.alias(f"__rc_{n}") for n, e in _helpers(fields).items()]
+        merged = _merged(rules)
+        self.arm = _arm(merged).alias("__rc_arm")
+        self.outputs = _outputs(rules)
+        # first_match: the constraint helpers, then one Boolean column per regex (its index in checks)
+        self.matrix = [pl.col(f"__rc_{c}") for c in CONSTRAINTS]
+        self.checks: list[tuple[int, int | None, list[tuple[int, frozenset[str]]], int | None]] = []
+        for i, rule, regex in merged:
+            needs = [(k, frozenset(_constraint_values(rule, c)))
+                     for k, c in enumerate(CONSTRAINTS) if getattr(rule, c)]
+            hit = None
+            if regex is not None:
+                hit = len(self.matrix)
+                self.matrix.append(pl.col(f"__rc_field_{rule.field}").str.contains(regex).alias(f"__rc_m{i}"))
+            self.checks.append((i, {"reject": 1, "delivery": 2}.get(rule.scope), needs, hit))
+        self.names = [r.name for r in rules]
+        self.zones = {i: _clean_zone(_zone(r)).alias("z") for i, r in enumerate(rules) if r.zone}
+
+    def rows(self, df: pl.DataFrame, seq: bool) -> pl.DataFrame:
+        """The rows of ``df`` in scope: their row number ``__rc_i``, ``reject_class``, ``rbl_zone``.
+
+        ``seq``: evaluate on the calling thread (``select_seq``), else on polars' threads.
+        """
+        select = pl.DataFrame.select_seq if seq else pl.DataFrame.select
+        with_columns = pl.DataFrame.with_columns_seq if seq else pl.DataFrame.with_columns
+        sub = select(df, pl.int_range(pl.len(), dtype=pl.UInt32).alias("__rc_i"), *self.columns, self.scope)
+        sub = sub.filter(pl.col("__rc_scope").is_not_null())
+        if sub.height == 0:  # polars would compile every regex for no row
+            return sub
+        return select(with_columns(with_columns(sub, self.helpers), self.arm), "__rc_i", *self.outputs)
+
+    def first_match(self, rows: pl.DataFrame, scopes: list[int]) -> tuple[list[str | None], list[str | None]]:
+        """``reject_class`` and ``rbl_zone`` of a few rows in scope (``scopes``: their ``_scope``).
+
+        What ``rows`` computes, with the first matching rule found in Python from one query of
+        every constraint and regex: its ~150 polars expressions cost ~3 ms even on one row.
+        """
+        helpers = rows.select_seq(self.helpers)
+        matrix = helpers.select_seq(self.matrix).rows()
+        classes: list[str | None] = []
+        zone_rows: dict[int, list[int]] = {}
+        for r, (values, scope) in enumerate(zip(matrix, scopes)):
+            arm = next((i for i, want, needs, hit in self.checks
+                        if (want is None or want == scope) and all(values[k] in v for k, v in needs)
+                        and (hit is None or values[hit])), None)
+            if arm is None:
+                classes.append("other" if scope == 1 else None)
+                continue
+            classes.append(self.names[arm])
+            if arm in self.zones:
+                zone_rows.setdefault(arm, []).append(r)
+        zones: list[str | None] = [None] * len(classes)
+        for arm, at in zone_rows.items():
+            for r, z in zip(at, helpers[at].select_seq(self.zones[arm]).get_column("z").to_list()):
+                zones[r] = z
+        return classes, zones
+
+
+def _constraint_values(rule: Rule, col: str) -> list[str]:
+    """The values a rule allows in a constraint column, as its helper column holds them."""
+    values = getattr(rule, col)
+    return [v.lower() for v in values] if col in ("stage", "action") else list(values)
+
+
+def _zone(rule: Rule) -> pl.Expr:
+    """The zone a zone rule's regex captures in its field (null where it does not match)."""
+    return pl.col(f"__rc_field_{rule.field}").str.extract_groups(_engine_regex(rule.regex)).struct.field("zone")
+
+
+def _clean_zone(zone: pl.Expr) -> pl.Expr:
+    """A captured zone without its trailing dots, if it looks like a host name."""
+    zone = zone.str.strip_chars_end(".")
+    return pl.when(zone.str.contains(_ZONE_SHAPE) & (zone.str.len_bytes() <= 253)).then(zone)
+
+
+def _same_outcome(a: Rule, b: Rule) -> bool:
+    """Two regex rules that match the same rows the same way (one ``[[class]]`` entry's list)."""
+    return (a.regex is not None and b.regex is not None and not a.zone and not b.zone
+            and (a.name, a.field, a.scope) == (b.name, b.field, b.scope)
+            and all(getattr(a, c) == getattr(b, c) for c in CONSTRAINTS))
+
+
+def _merged(rules: tuple[Rule, ...]) -> list[tuple[int, Rule, str | None]]:
+    """The rules with the regex they run (``_engine_regex``), consecutive ones of the same outcome
+    as one whose regex is their alternation; each with the index of its first rule.
+
+    The first rule that matches decides a row's class, so adjacent rules of the same class and
+    constraints may be tried as one. Fewer regexes matter more than their size: polars keeps 32
+    compiled regexes per thread, and compiling one costs ~0.1-0.3 ms.
+    """
+    groups: list[tuple[int, Rule, list[str]]] = []  # first index, first rule, engine regexes
+    for i, rule in enumerate(rules):
+        regex = None if rule.regex is None else _engine_regex(rule.regex)
+        if groups and _same_outcome(groups[-1][1], rule):
+            parts = groups[-1][2] + [regex]
+            try:  # e.g. the same group name in two of them: keep this one apart
+                pl.Series([""], dtype=pl.String).str.contains(_alternation(parts))
+            except pl.exceptions.PolarsError:
+                pass
+            else:
+                groups[-1][2].append(regex)
+                continue
+        groups.append((i, rule, [] if regex is None else [regex]))
+    return [(i, rule, _alternation(parts) if parts else None) for i, rule, parts in groups]
+
+
+def _alternation(regexes: list[str]) -> str:
+    """One regex matching where any of ``regexes`` matches (each keeps its own flags)."""
+    return regexes[0] if len(regexes) == 1 else "|".join(f"(?:{r})" for r in regexes)
+
+
+def _arm(merged: list[tuple[int, Rule, str | None]]) -> pl.Expr:
+    """Index of the first rule that matches each row (null: none), over the helper columns.
+
+    The smallest index whose condition holds, not a ``pl.when`` chain: polars needs ~15 ms to
+    prepare a chain of 45 rules for every frame, whatever its height; both evaluate every rule.
+    """
+    scope = pl.col("__rc_scope")
+    arms = []
+    for i, rule, regex in merged:
+        cond = {"reject": scope == 1, "delivery": scope == 2}.get(rule.scope, scope.is_not_null())
+        for col in CONSTRAINTS:
+            if getattr(rule, col):
+                cond = cond & pl.col(f"__rc_{col}").is_in(_constraint_values(rule, col))
+        if regex is not None:
+            cond = cond & pl.col(f"__rc_field_{rule.field}").str.contains(regex)
+        arms.append(pl.when(cond).then(pl.lit(i, pl.UInt16)))
+    return pl.min_horizontal(arms) if arms else pl.lit(None, pl.UInt16)
+
+
+def _outputs(rules: tuple[Rule, ...]) -> list[pl.Expr]:
+    """``reject_class`` and ``rbl_zone`` from the winning rule index ``__rc_arm``."""
+    arm = pl.col("__rc_arm")
+    names = [r.name for r in rules]
+    cls = arm.replace_strict(list(range(len(names))), names, default=None, return_dtype=RejectClassEnum)
+    cls = pl.when(arm.is_null() & (pl.col("__rc_scope") == 1)).then(pl.lit("other", RejectClassEnum)).otherwise(cls)
+    # one winning rule per row: at most one of these is set (flat for the reason _arm gives)
+    zones = [pl.when(arm == i).then(_zone(r)) for i, r in enumerate(rules) if r.zone]
+    zone = _clean_zone(pl.coalesce(zones)) if zones else pl.lit(None, pl.String)
+    return [cls.alias("reject_class"), zone.alias("rbl_zone")]
+
+
+def _nulls(n: int, dtype: pl.DataType) -> pl.Series:
+    """A column of ``n`` nulls (a Python list is the cheapest way for a few rows, not for many)."""
+    return pl.Series([None] * n, dtype=dtype) if n <= 1024 else pl.repeat(None, n, dtype=dtype, eager=True)
+
+
+class _OwnThread:
+    """One long-lived thread that runs small queries, so that they find their regexes compiled.
+
+    polars keeps compiled regexes per thread, 32 per thread, and compiles one
+    again in 0.1-0.3 ms once it is evicted. An eager ``select_seq`` compiles
+    and runs them on the thread that calls it. The parse of each batch runs
+    hundreds of regexes on polars' threads and on the caller's, which evicts
+    the built-in rules' 30 everywhere; on a thread of their own they stay.
+    For a 25-line batch with a reject: ~1 ms instead of ~4 ms.
+    """
+
+    def __init__(self, name: str):
+        self._name = name
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def run(self, fn, *args):
+        """``fn(*args)`` on the thread, waiting for its result (here if the thread cannot run)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix=self._name)
+            pool = self._pool
+        try:
+            future = pool.submit(fn, *args)
+        except RuntimeError:  # interpreter shutdown
+            return fn(*args)
+        return future.result()
+
+
+_RULES_THREAD = _OwnThread("logscope-classify")
+
+
 class RejectClasses:
     """The ordered rules; ``classify`` adds ``reject_class`` and ``rbl_zone`` to an events frame."""
 
     def __init__(self, rules: Iterable[Rule]):
         self.rules = tuple(rules)
-        self._exprs: tuple[pl.Expr, list[pl.Expr]] | None = None
+        self._exprs: _Compiled | None = None
 
-    def _compiled(self) -> tuple[pl.Expr, list[pl.Expr]]:
-        """``_arm`` and ``_outputs``, built once: polars compiles a regex when its expression is
-        built, and the 45 built-in rules cost 25 ms per chunk to build again."""
+    def _compiled(self) -> _Compiled:
+        """The expressions, built once: polars compiles a regex when its expression is built, and
+        the 45 built-in rules cost 25 ms per chunk to build again."""
         if self._exprs is None:
-            self._exprs = (self._arm(), self._outputs())
+            self._exprs = _Compiled(self.rules)
         return self._exprs
-
-    def _arm(self) -> pl.Expr:
-        """Index of the first rule that matches each row (null: none), over the helper columns."""
-        scope = pl.col("__rc_scope")
-        chain = None
-        for i, rule in enumerate(self.rules):
-            cond = {"reject": scope == 1, "delivery": scope == 2}.get(rule.scope, scope.is_not_null())
-            for col in CONSTRAINTS:
-                values = getattr(rule, col)
-                if values:
-                    values = [v.lower() for v in values] if col in ("stage", "action") else list(values)
-                    cond = cond & pl.col(f"__rc_{col}").is_in(values)
-            if rule.regex is not None:
-                cond = cond & pl.col(f"__rc_field_{rule.field}").str.contains(_engine_regex(rule.regex))
-            then = pl.lit(i, pl.UInt16)
-            chain = pl.when(cond).then(then) if chain is None else chain.when(cond).then(then)
-        return pl.lit(None, pl.UInt16) if chain is None else chain.otherwise(pl.lit(None, pl.UInt16))
-
-    def _outputs(self) -> list[pl.Expr]:
-        """``reject_class`` and ``rbl_zone`` from the winning rule index ``__rc_arm``."""
-        arm = pl.col("__rc_arm")
-        names = [r.name for r in self.rules]
-        cls = arm.replace_strict(list(range(len(names))), names, default=None, return_dtype=RejectClassEnum)
-        cls = pl.when(arm.is_null() & (pl.col("__rc_scope") == 1)).then(pl.lit("other", RejectClassEnum)).otherwise(cls)
-        zone = None
-        for i, rule in enumerate(self.rules):
-            if rule.zone:
-                got = pl.col(f"__rc_field_{rule.field}").str.extract_groups(_engine_regex(rule.regex)).struct.field("zone")
-                zone = pl.when(arm == i).then(got) if zone is None else zone.when(arm == i).then(got)
-        if zone is None:
-            zone = pl.lit(None, pl.String)
-        else:
-            zone = zone.otherwise(pl.lit(None, pl.String)).str.strip_chars_end(".")
-            zone = pl.when(zone.str.contains(_ZONE_SHAPE) & (zone.str.len_bytes() <= 253)).then(zone)
-        return [cls.alias("reject_class"), zone.alias("rbl_zone")]
 
     def classify(self, df: pl.DataFrame) -> pl.DataFrame:
         """``df`` with ``reject_class`` and ``rbl_zone`` added (replaced if present).
 
         Only the rows in scope (a few percent of a mail log) go through the
         rules; their results are scattered back into full-length columns.
+        ``tail`` reads a few lines at a time: a small frame without a kind in
+        scope skips the rules, and one with runs them on their own thread
+        (``_OwnThread``).
         """
-        fields = list(dict.fromkeys(r.field for r in self.rules if r.regex is not None))
-        columns = list(dict.fromkeys([*_INPUT_COLUMNS, *(f for f in fields if f != "text")]))
-        arm, outputs = self._compiled()
-        scope = df.select(_scope()).to_series()
-        in_scope = scope.is_not_null()
-        res = (df.select(columns).with_columns(__rc_scope=scope).filter(in_scope)
-               .with_columns(**{f"__rc_{n}": e for n, e in _helpers(fields).items()})
-               .with_columns(__rc_arm=arm)
-               .select(outputs))
-        idx = in_scope.arg_true()
-        full = lambda col, dtype: pl.repeat(None, df.height, dtype=dtype, eager=True).scatter(idx, res[col])  # noqa: E731
-        return df.with_columns(reject_class=full("reject_class", RejectClassEnum), rbl_zone=full("rbl_zone", pl.String))
+        kinds = kinds_in(df)
+        if kinds is None:  # a big frame: on polars' threads (compiling the regexes again is nothing beside the work)
+            return _scattered(df, self._compiled().rows(df, seq=False))
+        if not kinds & SCOPE_KINDS:
+            return _unclassified(df)
+        return _RULES_THREAD.run(self._classify_small, df)
+
+    def _classify_small(self, df: pl.DataFrame) -> pl.DataFrame:
+        """``classify`` of a frame of at most ``KINDS_MAX_ROWS`` rows, on the rules' own thread."""
+        scopes = [_scope_of(*row) for row in zip(*(df.get_column(c).to_list()
+                                                   for c in ("kind", "action", "daemon", "status")))]
+        idx = [i for i, s in enumerate(scopes) if s is not None]
+        if not idx:
+            return _unclassified(df)
+        if len(idx) > FIRST_MATCH_MAX_ROWS:
+            return _scattered(df, self._compiled().rows(df, seq=True))
+        found, zones = self._compiled().first_match(df[idx], [scopes[i] for i in idx])
+        classes: list[str | None] = [None] * df.height
+        rbl: list[str | None] = [None] * df.height
+        for i, k, z in zip(idx, found, zones):
+            classes[i], rbl[i] = k, z
+        return df.with_columns(reject_class=pl.Series(classes, dtype=RejectClassEnum),
+                               rbl_zone=pl.Series(rbl, dtype=pl.String))
+
+
+def _scattered(df: pl.DataFrame, res: pl.DataFrame) -> pl.DataFrame:
+    """``df`` with the ``reject_class`` and ``rbl_zone`` of ``_Compiled.rows`` at their rows."""
+    if res.height == 0:
+        return _unclassified(df)
+    idx = res.get_column("__rc_i")
+    return df.with_columns(
+        reject_class=_nulls(df.height, RejectClassEnum).scatter(idx, res.get_column("reject_class")),
+        rbl_zone=_nulls(df.height, pl.String).scatter(idx, res.get_column("rbl_zone")))
+
+
+def _unclassified(df: pl.DataFrame) -> pl.DataFrame:
+    """``df`` with null ``reject_class`` and ``rbl_zone``: no row in scope."""
+    return df.with_columns(reject_class=pl.lit(None, RejectClassEnum), rbl_zone=pl.lit(None, pl.String))
 
 
 # ----------------------------------------------------------------- loading --

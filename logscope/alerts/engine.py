@@ -51,6 +51,7 @@ from typing import Any, Callable, Iterable
 
 import polars as pl
 
+from ..classify import kinds_in
 from ..schema import SCHEMA
 from .expr import format_duration
 from .rules import Rule, RuleSet, load as load_rules
@@ -65,6 +66,14 @@ _CONTROL = dict.fromkeys(range(32), " ") | {127: " "}
 
 def _quiet(level: str, msg: str) -> None:
     pass
+
+
+_ONE = pl.lit(1, pl.Int64).alias("_w")  # a buffered row's weight: one source row
+
+
+def _ts_us(ts: pl.Expr) -> pl.Expr:
+    """A buffered row's time."""
+    return ts.dt.cast_time_unit("us").alias("ts")
 
 
 def to_dt(t: float) -> datetime:
@@ -189,6 +198,9 @@ class RuleRun:
         self.grace_until = 0.0  # restored alerts are not resolved before the window has refilled
         self._overflow_logged = False
         cond = rule.condition
+        self._columns = ([e.cast(pl.String).fill_null("").str.slice(0, LABEL_MAX).alias(k)
+                          for k, e in rule.group_exprs.items()]
+                         + [e.alias(c) for c, e in cond.row_exprs.items()])  # see columns
         self.aggs = [a.agg("_w") for a in cond.aggregates]
         self.value_columns = [a.column for a in cond.aggregates] + [b.column for b in cond.baselines]
         self.texts = {a.column: a.text.strip() for a in cond.aggregates + cond.baselines}
@@ -206,14 +218,14 @@ class RuleRun:
 
     def select(self, lf: pl.LazyFrame, ts: pl.Expr) -> pl.LazyFrame:
         """Source rows → the rule's buffered rows (where applied, needed columns only)."""
-        rule = self.rule
-        keys = [e.cast(pl.String).fill_null("").str.slice(0, LABEL_MAX).alias(k) for k, e in rule.group_exprs.items()]
-        rows = [e.alias(c) for c, e in rule.condition.row_exprs.items()]
-        return (lf.filter(rule.where).select(ts.dt.cast_time_unit("us").alias("ts"), *keys, *rows)
-                .filter(pl.col("ts").is_not_null()))
+        return lf.filter(self.rule.where).select(self.columns(ts)).filter(pl.col("ts").is_not_null())
 
-    def append(self, df: pl.DataFrame) -> None:
-        if df.height:
+    def columns(self, ts: pl.Expr) -> list[pl.Expr]:
+        """The buffered columns of a source row: time, group keys, aggregate arguments."""
+        return [_ts_us(ts), *self._columns]
+
+    def append(self, df: pl.DataFrame | None) -> None:
+        if df is not None and df.height:
             self.frames.append(df.with_columns(pl.lit(1, pl.Int64).alias("_w")) if "_w" not in df.columns else df)
             self._rows += df.height
             if self._rows > self._compact_above:  # replay adds everything before it evaluates
@@ -569,10 +581,14 @@ class AlertEngine:
         inputs = [r for r in self.runs if r.rule.source == "inputs"] if self.replay_mode else []
         if not runs and not inputs:
             return
-        missing = [c for c in SCHEMA if c not in events.columns]
+        have = set(events.columns)
+        missing = [c for c in SCHEMA if c not in have]
         if missing:
             events = events.with_columns(pl.lit(None, dtype=SCHEMA[c]).alias(c) for c in missing)
-        if any(r.rule.needs_classes for r in runs) and "reject_class" not in events.columns:
+        kinds = kinds_in(events)  # None: a big frame
+        if kinds is not None:  # a rule whose where holds only for absent kinds selects nothing
+            runs = [r for r in runs if r.rule.kinds is None or not r.rule.kinds.isdisjoint(kinds)]
+        if any(r.rule.needs_classes for r in runs) and "reject_class" not in have:
             events = self.classes().classify(events)
         lf = events.lazy()
         ts = pl.col("ts")
@@ -586,7 +602,10 @@ class AlertEngine:
                                     f"future (clock or --tz wrong?); counted as arriving now")
                 self._warned_future = True
             ts = pl.min_horizontal(ts, pl.lit(to_dt(now)))
-        frames = pl.collect_all([r.select(lf, ts) for r in runs])
+        if kinds is None:
+            frames = pl.collect_all([r.select(lf, ts) for r in runs])
+        else:  # a few rows: one query of every rule's where; then each rule's rows (~0.5 ms a query less)
+            frames = self._small(events, runs, ts)
         for run, df in zip(runs, frames):
             run.append(df)
         if inputs:
@@ -595,6 +614,21 @@ class AlertEngine:
             for run in inputs:
                 run.append(run.select(per, pl.col("ts")).collect())
         self._note_origin(events.get_column("ts").min())
+
+    @staticmethod
+    def _small(events: pl.DataFrame, runs: list[RuleRun], ts: pl.Expr) -> list[pl.DataFrame | None]:
+        """``r.select(events.lazy(), ts).collect()`` for every run (None: no row), for a small frame:
+        one query of every rule's ``where``, then one of each rule's columns at its rows."""
+        if not runs:
+            return []
+        # select_seq: on a few rows, polars' threads cost more than they share
+        rows = events.select_seq(_ts_us(ts), *[r.rule.where.alias(f"_m{i}") for i, r in enumerate(runs)]).rows()
+        frames = []
+        for i, run in enumerate(runs, 1):
+            at = [j for j, row in enumerate(rows) if row[i] and row[0] is not None]
+            # the columns are row by row: computed on every row, then taken at the selected ones
+            frames.append(events.select_seq(*[e.gather(at) for e in run.columns(ts)], _ONE) if at else None)
+        return frames
 
     def add_batch(self, events: pl.DataFrame, batch) -> None:
         """``tail``'s provenance hook: the events, and the lines read from ``batch.input``."""

@@ -345,6 +345,14 @@ def sasl_expr() -> pl.Expr:
             | (_kind_is("exim_arrival") & pl.col("sasl_username").is_not_null()))
 
 
+# The event kinds of the rows where a Boolean derived column can be true (see where_kinds).
+VIRTUAL_KINDS: dict[str, frozenset[str]] = {
+    "sasl": frozenset({"smtpd_disconnect", "smtpd_client", "exim_arrival"}),
+    "is_reject": frozenset(classify.REJECT_ACTIONS),
+    "failed_delivery": frozenset({"delivery", *classify.DELIVERY_REPLY_KINDS}),
+}
+
+
 def smtpd_service_expr() -> pl.Expr:
     s = pl.col("service").cast(pl.String)
     return pl.when(s.is_null()).then(pl.lit("smtp")).otherwise(
@@ -686,6 +694,35 @@ def _suggest(name: str, known) -> str:
     # ts is no use in expressions (times are the window's business): never suggest it
     close = difflib.get_close_matches(str(name), [str(k) for k in known if k != "ts"], n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def where_kinds(node: Node) -> frozenset[str] | None:
+    """The event kinds of the rows where a ``where`` can hold (None: any kind).
+
+    Lets a sink skip a rule for a batch without these kinds. Sound because
+    ``and`` and ``or`` keep "false or null" (a filtered-out row) when both
+    sides have it: ``kind == "x"`` and ``kind in (...)`` name their kinds,
+    ``and`` intersects, ``or`` unites, ``false`` and ``null`` have none, the
+    derived columns of ``VIRTUAL_KINDS`` theirs; anything else, ``not``
+    included, may hold for any kind.
+    """
+    if isinstance(node, Lit):
+        return None if node.value is True else frozenset()
+    if isinstance(node, Col):
+        return VIRTUAL_KINDS.get(node.name)
+    if isinstance(node, In) and not node.negate and isinstance(node.x, Col) and node.x.name == "kind":
+        return frozenset(v.value for v in node.values if isinstance(v.value, str))
+    if isinstance(node, Bin):
+        if node.op in ("and", "or"):
+            a, b = where_kinds(node.a), where_kinds(node.b)
+            if node.op == "and":
+                return b if a is None else a if b is None else a & b
+            return None if a is None or b is None else a | b
+        if node.op == "==":
+            for x, y in ((node.a, node.b), (node.b, node.a)):
+                if isinstance(x, Col) and x.name == "kind" and isinstance(y, Lit) and isinstance(y.value, str):
+                    return frozenset({y.value})
+    return None
 
 
 def compile_where(text: str, columns: dict[str, Column]) -> tuple[pl.Expr, bool]:

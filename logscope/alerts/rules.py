@@ -81,6 +81,7 @@ class Rule:
     max_alerts: int
     needs_classes: bool
     origin: str = ""  # file:line
+    kinds: frozenset[str] | None = None  # the event kinds of the rows ``where`` can select (None: any)
 
     @property
     def span(self) -> float:
@@ -411,7 +412,8 @@ def _rule(entry: Any, i: int, pos: _Positions, defaults: Defaults, origin: str) 
                 group_exprs=group_exprs, window=window, condition_text=cond_text, condition=condition, for_=for_,
                 severity=severity, labels=dict(labels), summary=templates["summary"],
                 description=templates["description"], repeat_interval=repeat, max_alerts=max_alerts,
-                needs_classes=where_classes or condition.needs_classes, origin=f"{origin}:{header}")
+                needs_classes=where_classes or condition.needs_classes, origin=f"{origin}:{header}",
+                kinds=E.where_kinds(E.parse(where_text)) if source == "events" else None)
 
 
 def _line_offset(text: str, lineno: int | None) -> int:

@@ -16,8 +16,18 @@ labels is computed once, by the counters' polars queries over the groups not
 seen before, and remembered (at most ``PLAN_CAP`` groups); a batch then costs
 one ``group_by`` and a dictionary look-up per group. A batch of many groups
 (``PLAN_NEW_MAX``: hostile input) runs the counters' queries on its groups,
-weighted by their sizes, instead. Histograms and the gauge read values
-of every line and run as queries on the lines.
+weighted by their sizes, instead. Histograms read values of every line and
+run as queries on the lines; the gauge of the newest time stamp comes with
+the groups.
+
+A small frame (``tail`` reads a few lines at a time; at most
+``classify.KINDS_MAX_ROWS`` rows) costs one polars query instead: its group
+keys and the histograms' values, counted in Python, histograms whose event
+kinds are absent left out. A polars query has a fixed cost of ~0.5 ms however
+few its rows. A histogram's ``_sum`` adds the batch's values in row order,
+as polars' default engine does unless it splits the batch; it may split it
+differently from one run to the next, and then the last bits of a sum of
+fractions differ.
 
 Why a collector and not ``prometheus_client.Counter``/``Histogram``: a
 histogram there takes one ``observe()`` per value (a Python call per line),
@@ -39,6 +49,7 @@ and bucket bounds (checked against Debian's prometheus-postfix-exporter
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -54,6 +65,7 @@ from prometheus_client.core import (
     UnknownMetricFamily,
 )
 
+from ..classify import kinds_in
 from ..schema import SCHEMA
 
 OTHER = "other"
@@ -298,6 +310,63 @@ class Spec:
     weighted: Callable[[pl.LazyFrame], pl.LazyFrame] | None = None  # grouped: keeps ``_n`` instead of ``_g``
 
 
+@dataclass
+class Hist:
+    """How one histogram family is observed: for each row where ``where`` holds, every non-null
+    value of ``values`` under the labels ``labels``. One value has the key None; several have
+    as keys the values of the label ``value_label`` (postfix_exporter's ``stage``).
+
+    A big frame runs ``query`` in polars; a small one evaluates ``where``, the labels and the
+    values in the sink's one query of the frame and observes them in Python (``add``).
+    """
+
+    family: Family
+    where: pl.Expr
+    values: dict[str | None, pl.Expr]
+    labels: dict[str, pl.Expr] = field(default_factory=dict)
+    value_label: str = "stage"
+    kinds: frozenset[str] = frozenset()  # the event kinds of the rows where ``where`` can hold
+
+    def query(self, lf: pl.LazyFrame) -> pl.LazyFrame:
+        """One row per observation: the labels and the value ``_v``."""
+        lf = lf.filter(self.where).select(*[e.alias(n) for n, e in self.labels.items()],
+                                          *[e.alias("_v" if k is None else k) for k, e in self.values.items()])
+        if None not in self.values:
+            lf = lf.unpivot(on=list(self.values), index=list(self.labels), variable_name=self.value_label,
+                            value_name="_v")
+        return lf.drop_nulls("_v")
+
+    def columns(self, i: int) -> list[pl.Expr]:
+        """``where``, the labels and the values as columns ``_h<i>_...`` of one query of a frame."""
+        return ([self.where.alias(f"_h{i}")] + [e.alias(f"_h{i}_l{n}") for n, e in self.labels.items()]
+                + [e.alias(f"_h{i}_v{j}") for j, e in enumerate(self.values.values())])
+
+    def observe(self, rows: list[tuple], at: int, acc: dict[tuple, list]) -> None:
+        """Add the observations of ``rows`` (``columns`` from position ``at``) to ``acc``: label
+        values -> [cumulative bucket counts..., sum, count], sums in row order."""
+        fam = self.family
+        names = list(self.labels)
+        keys = list(self.values)
+        nl = len(names)
+        for row in rows:
+            if not row[at]:
+                continue
+            labels = dict(zip(names, row[at + 1:at + 1 + nl]))
+            for k, v in zip(keys, row[at + 1 + nl:at + 1 + nl + len(keys)]):
+                if v is None:
+                    continue
+                if k is not None:
+                    labels[self.value_label] = k
+                key = tuple(labels[n] for n in fam.labels)
+                cur = acc.get(key)
+                if cur is None:
+                    cur = acc[key] = [0] * len(fam.buckets) + [0.0, 0]
+                for b, bound in enumerate(fam.buckets):
+                    cur[b] += v <= bound
+                cur[-2] += v
+                cur[-1] += 1
+
+
 def _roots(*exprs: pl.Expr) -> set[str]:
     """The columns the expressions read."""
     return {name for e in exprs for name in e.meta.root_names()}
@@ -323,15 +392,9 @@ def _tls_labels() -> dict[str, pl.Expr]:
     }
 
 
-def _delays(lf: pl.LazyFrame, where: pl.Expr, extra: dict[str, pl.Expr] | None = None) -> pl.LazyFrame:
-    """One row per (delivery, stage) with the stage's delay in ``_v`` (nulls dropped)."""
-    extra = extra or {}
-    parts = pl.col("delays").str.split("/")
-    stages = [parts.list.get(i, null_on_oob=True).cast(pl.Float64, strict=False).alias(s)
-              for i, s in enumerate(DELAY_STAGES)]
-    return (lf.filter(where).select(*[e.alias(n) for n, e in extra.items()], *stages)
-            .unpivot(on=list(DELAY_STAGES), index=list(extra), variable_name="stage", value_name="_v")
-            .drop_nulls("_v"))
+# delays=a/b/c/d: each stage's delay
+_DELAY_PARTS = {s: pl.col("delays").str.split("/").list.get(i, null_on_oob=True).cast(pl.Float64, strict=False)
+                for i, s in enumerate(DELAY_STAGES)}
 
 
 def _select(where: pl.Expr, *keep: pl.Expr, **labels: pl.Expr) -> Callable[[pl.LazyFrame], pl.LazyFrame]:
@@ -385,6 +448,7 @@ class MetricsSink:
         self._reject_classes = tuple(reject_classes) if reject_classes is not None else None
         self._families: dict[str, Family] = {}
         self._specs: list[Spec] = []
+        self._hists: list[Hist] = []
         self._checkpoint_at: float | None = None
         self._define()
         registry.register(_Collector(self))
@@ -404,6 +468,10 @@ class MetricsSink:
 
     def _spec(self, fam: Family, query: Callable[[pl.LazyFrame], pl.LazyFrame]) -> None:
         self._specs.append(Spec(fam, query))
+
+    def _hist(self, fam: Family, where: pl.Expr, values: dict[str | None, pl.Expr], kinds: Iterable[str],
+              **labels: pl.Expr) -> None:
+        self._hists.append(Hist(fam, where, values, labels, kinds=frozenset(kinds)))
 
     def _count(self, fam: Family, where: pl.Expr, labels: dict[str, pl.Expr]) -> None:
         """A counter spec: rows where ``where`` holds, by ``labels``; on the groups when it can."""
@@ -427,7 +495,7 @@ class MetricsSink:
         self._raw = [spec for spec in self._specs if not spec.grouped]
         self._grouped = [spec for spec in self._specs if spec.grouped]
         # what the grouped specs read (only what they read: every extra key column multiplies the groups)
-        self._group_keys: list[str] = sorted(set().union(*(spec.reads for spec in self._grouped)))
+        self._group_keys: list[str] = sorted(set().union(*(spec.reads for spec in self._grouped)) | {"source"})
         # group key -> [(family, label values)] it adds its size to; see the module doc
         self._plan: dict[tuple, list[tuple[Family, tuple]]] = {}
 
@@ -470,23 +538,21 @@ class MetricsSink:
             fam = self._family(f"postfix_{transport}_delivery_delay_seconds",
                                f"{label} message processing time in seconds.", "histogram", ("stage",),
                                DELAY_BUCKETS)
-            where = pf & _kind("delivery") & (pl.col("transport") == transport)
-            self._spec(fam, lambda lf, w=where: _delays(lf, w))
+            self._hist(fam, pf & _kind("delivery") & (pl.col("transport") == transport), _DELAY_PARTS,
+                       kinds=("delivery",))
         fam = self._family("postfix_pipe_delivery_delay_seconds", "Pipe message processing time in seconds.",
                            "histogram", ("relay", "stage"), DELAY_BUCKETS, caps={"relay": LabelCap(PIPE_RELAY_CAP)})
-        pipe = pf & _kind("delivery") & (pl.col("transport") == "pipe")
-        self._spec(fam, lambda lf: _delays(lf, pipe, {"relay": pl.col("relay_host").fill_null("")}))
+        self._hist(fam, pf & _kind("delivery") & (pl.col("transport") == "pipe"), _DELAY_PARTS,
+                   kinds=("delivery",), relay=pl.col("relay_host").fill_null(""))
         qmgr_from = pf & _kind("qmgr_from")
         fam = self._family("postfix_qmgr_messages_inserted_receipients",
                            "Number of receipients per message inserted into the mail queues.", "histogram",
                            buckets=NRCPT_BUCKETS)
-        self._spec(fam, lambda lf: lf.filter(qmgr_from).select(pl.col("nrcpt").cast(pl.Float64).alias("_v"))
-                   .drop_nulls())
+        self._hist(fam, qmgr_from, {None: pl.col("nrcpt").cast(pl.Float64)}, kinds=("qmgr_from",))
         fam = self._family("postfix_qmgr_messages_inserted_size_bytes",
                            "Size of messages inserted into the mail queues in bytes.", "histogram",
                            buckets=SIZE_BUCKETS)
-        self._spec(fam, lambda lf: lf.filter(qmgr_from).select(pl.col("size").cast(pl.Float64).alias("_v"))
-                   .drop_nulls())
+        self._hist(fam, qmgr_from, {None: pl.col("size").cast(pl.Float64)}, kinds=("qmgr_from",))
         c("postfix_qmgr_messages_removed_total", "Total number of messages removed from mail queues.",
           pf & _kind("qmgr_removed"))
         cleanup = pf & _daemon("cleanup")
@@ -508,10 +574,10 @@ class MetricsSink:
           source=src.cast(pl.String), kind=pl.col("kind").cast(pl.String))
         c("logscope_unparsed_lines_total", "Lines no parser recognised, by source (guessed from the program).",
           _kind("unparsed"), source=src.cast(pl.String))
-        fam = self._family("logscope_last_event_timestamp_seconds",
-                           "Time stamp of the newest event seen, by source (Unix seconds).", "gauge", ("source",))
-        self._spec(fam, lambda lf: lf.filter(pl.col("ts").is_not_null())
-                   .select(source=src.cast(pl.String), _v=pl.col("ts").dt.epoch("us") / 1e6))
+        # from each batch's groups (source is a group column) and their newest time stamp: see add
+        self._newest = self._family("logscope_last_event_timestamp_seconds",
+                                    "Time stamp of the newest event seen, by source (Unix seconds).", "gauge",
+                                    ("source",))
 
         # postfix smtpd sessions: TLS when STARTTLS succeeded at least once
         # ("starttls=1", "starttls=2/2"; "starttls=0/1" failed) or the service
@@ -610,8 +676,8 @@ class MetricsSink:
         fam = self._family("logscope_rspamd_score", "Spam score of the messages rspamd scanned (no _sum/_count: "
                            "scores can be negative; the +Inf bucket is the count).", "histogram",
                            buckets=RSPAMD_SCORE_BUCKETS)
-        self._spec(fam, lambda lf: lf.filter(rspamd).select(_v=pl.col("score")).drop_nulls()
-                   .filter(pl.col("_v").is_finite()))
+        score = pl.col("score")
+        self._hist(fam, rspamd, {None: pl.when(score.is_finite()).then(score)}, kinds=("rspamd_verdict",))
 
         c("logscope_asa_events_total", "Cisco ASA messages, by message id (ids the parser knows, others as "
           "'other') and severity.", (src == "cisco_asa") & pl.col("asa_id").is_not_null(),
@@ -641,41 +707,92 @@ class MetricsSink:
         """Count one events frame (schema of ``logscope.schema``) into the metrics."""
         if events.height == 0:
             return
-        missing = [c for c in SCHEMA if c not in events.columns]
+        have = set(events.columns)
+        missing = [c for c in SCHEMA if c not in have]
         if missing:
             events = events.with_columns(pl.lit(None, dtype=SCHEMA[c]).alias(c) for c in missing)
-        if self._classifier is not None and "reject_class" not in events.columns:
+        if self._classifier is not None and "reject_class" not in have:
             events = self._classifier.classify(events)
-        events = _derive(events)
-        lf = events.lazy()
-        groups = lf.group_by(self._group_keys).agg(pl.len().alias("_n")).collect()
-        keys, new = self._unplanned(groups)
-        counting: list[pl.LazyFrame] = []
+        kinds = kinds_in(events)  # None: a big frame
+        batch, updates = self._queries(events) if kinds is None else self._small(events, kinds)
+        keys, new = self._unplanned(batch)
+        counted: list[pl.DataFrame] = []
         if keys is None:  # a hostile variety of values: count these groups in polars, remember none
-            counting = [_aggregate(s.family, s.weighted(groups.lazy()), weighted=True) for s in self._grouped]
+            weighted = batch.frame().lazy()
+            counted = pl.collect_all([_aggregate(s.family, s.weighted(weighted), weighted=True)
+                                      for s in self._grouped])
         elif new:  # groups not seen before: what they count, through the counters' queries
-            fresh = groups.drop("_n").with_row_index("_g")[new].lazy()
-            counting = [s.query(fresh) for s in self._grouped]
-        results = pl.collect_all([_aggregate(s.family, s.query(lf)) for s in self._raw] + counting)
-        raw, counted = results[:len(self._raw)], results[len(self._raw):]
-        if keys is not None and new:
+            fresh = batch.frame(new).drop("_n").with_columns(pl.Series("_g", new, pl.UInt32)).lazy()
+            counted = pl.collect_all([s.query(fresh) for s in self._grouped])
             self._remember(keys, new, counted)
         with self._lock:
-            for spec, res in zip(self._raw, raw):
-                _merge(spec.family, res)
+            for update in updates:
+                update()
+            self._merge_newest(batch)
             if keys is None:
                 for spec, res in zip(self._grouped, counted):
                     _merge(spec.family, res)
             else:
-                for key, n in zip(keys, groups.get_column("_n")):
+                for key, n in zip(keys, batch.sizes()):
                     for fam, labels in self._plan[key]:
                         fam.inc(labels, n)
 
-    def _unplanned(self, groups: pl.DataFrame) -> tuple[list[tuple] | None, list[int]]:
+    def _queries(self, events: pl.DataFrame) -> tuple[_Groups, list[Callable[[], None]]]:
+        """A big frame's groups, and its histograms and other specs as updates of their families:
+        polars queries, run together."""
+        lf = events.with_columns(*_derived(events, None), _alg_bits(events)).lazy()
+        specs = [(h.family, h.query) for h in self._hists] + [(s.family, s.query) for s in self._raw]
+        *results, groups = pl.collect_all(
+            [_aggregate(fam, query(lf)) for fam, query in specs]
+            + [lf.group_by(self._group_keys).agg(pl.len().alias("_n"), _TS_US.max())])
+        updates = [functools.partial(_merge, fam, res) for (fam, _), res in zip(specs, results)]
+        return _Groups.of_frame(groups, len(self._group_keys)), updates
+
+    def _small(self, events: pl.DataFrame, kinds: frozenset[str]) -> tuple[_Groups, list[Callable[[], None]]]:
+        """``_queries`` for a few rows: one query of the group keys and the histograms' columns,
+        counted in Python (a polars query costs ~0.5 ms, a group_by ~1 ms, even on 25 rows);
+        histograms whose kinds are absent skipped."""
+        derived = _derived(events, kinds)
+        # "(256/256 bits)" on the TLS lines: on a few rows a masked regex costs less than picking them
+        alg_bits = _ALG_BITS_MASKED if not kinds.isdisjoint(_TLS_KINDS) else pl.lit(None, pl.String)
+        by_name = {e.meta.output_name(): e for e in derived} | {"_alg_bits": alg_bits.alias("_alg_bits")}
+        columns = [by_name.get(k, pl.col(k)) for k in self._group_keys] + [_TS_US]
+        hists = []  # (histogram, position of its columns)
+        for i, h in enumerate(h for h in self._hists if h.kinds & kinds):
+            hists.append((h, len(columns)))
+            columns += h.columns(i)
+        frame = events.select_seq(columns)  # on a few rows, polars' threads cost more than they share
+        rows = frame.rows()
+        updates = []
+        for h, at in hists:
+            acc: dict[tuple, list] = {}
+            h.observe(rows, at, acc)
+            updates += [functools.partial(h.family.observe_counts, key, cur[:-2], cur[-2], cur[-1])
+                        for key, cur in acc.items()]
+        if self._raw:  # a user's reject classifier: on polars' in-memory engine (less fixed cost per query)
+            lf = events.with_columns(*derived, _alg_bits(events)).lazy()
+            results = pl.collect_all([s.query(lf) for s in self._raw], engine="in-memory")
+            updates += [functools.partial(_merge_rows, s.family, res) for s, res in zip(self._raw, results)]
+        return _Groups.of_rows(frame, rows, len(self._group_keys)), updates
+
+    def _merge_newest(self, batch: _Groups) -> None:
+        """The gauge of the newest time stamp per source, from the batch's groups."""
+        newest: dict[str, int] = {}
+        for source, ts in zip(batch.column("source"), batch.newest()):
+            if ts is not None:
+                k = "" if source is None else str(source)
+                newest[k] = max(newest.get(k, ts), ts)
+        fam = self._newest
+        for source, ts in newest.items():
+            k, v = fam.key((source,)), ts / 1e6
+            if k not in fam.values or v > fam.values[k]:
+                fam.values[k] = v
+
+    def _unplanned(self, batch: _Groups) -> tuple[list[tuple] | None, list[int]]:
         """The batch's group keys and the indexes of those not remembered yet (None: too many groups)."""
-        if groups.height > PLAN_NEW_MAX:
+        if batch.count() > PLAN_NEW_MAX:
             return None, []
-        keys = groups.drop("_n").rows()
+        keys = batch.keys()
         new = [i for i, k in enumerate(keys) if k not in self._plan]
         if new and len(self._plan) + len(new) > PLAN_CAP:  # start over with this batch's groups
             self._plan.clear()
@@ -777,30 +894,116 @@ class MetricsSink:
         return self._families.get(name) or self._families[name + "_total"]
 
 
+# each group's newest time stamp (the gauge logscope_last_event_timestamp_seconds)
+_TS_US = pl.col("ts").dt.epoch("us").alias("_ts_us")
+
+
+class _Groups:
+    """A batch grouped by ``GROUP_COLUMNS``: each group's key, size and newest time stamp (µs).
+
+    From polars' ``group_by`` (``of_frame``) or, for a few rows, counted in
+    Python (``of_rows``): a ``group_by`` costs ~1 ms even on 25 rows. The
+    first ``n`` columns of ``frame`` are the keys.
+    """
+
+    def __init__(self, frame: pl.DataFrame, n: int, at: list[int] | None = None, keys: list[tuple] | None = None,
+                 sizes: list[int] | None = None, newest: list[int | None] | None = None):
+        self._frame, self._n, self._at = frame, n, at  # at: a row of each group (of_rows)
+        self._keys, self._sizes, self._newest = keys, sizes, newest
+
+    @classmethod
+    def of_frame(cls, groups: pl.DataFrame, n: int) -> _Groups:
+        """From one row per group: the keys, the size ``_n`` and the newest ``_ts_us``."""
+        return cls(groups, n)
+
+    @classmethod
+    def of_rows(cls, frame: pl.DataFrame, rows: list[tuple], n: int) -> _Groups:
+        """From one row per event: the keys and ``_ts_us`` (then anything), and ``frame.rows()``."""
+        index: dict[tuple, int] = {}
+        at: list[int] = []
+        sizes: list[int] = []
+        newest: list[int | None] = []
+        for i, row in enumerate(rows):
+            key, ts = row[:n], row[n]
+            g = index.get(key)
+            if g is None:
+                index[key] = len(at)
+                at.append(i)
+                sizes.append(1)
+                newest.append(ts)
+            else:
+                sizes[g] += 1
+                if ts is not None and (newest[g] is None or ts > newest[g]):
+                    newest[g] = ts
+        return cls(frame, n, at, list(index), sizes, newest)
+
+    def count(self) -> int:
+        return self._frame.height if self._at is None else len(self._at)
+
+    def keys(self) -> list[tuple]:
+        if self._keys is None:
+            self._keys = self._frame.select(self._frame.columns[:self._n]).rows()
+        return self._keys
+
+    def sizes(self) -> list[int]:
+        return self._frame.get_column("_n").to_list() if self._sizes is None else self._sizes
+
+    def newest(self) -> list[int | None]:
+        return self._frame.get_column("_ts_us").to_list() if self._newest is None else self._newest
+
+    def column(self, name: str) -> list:
+        """A key column, one value per group."""
+        if self._keys is None:
+            return self._frame.get_column(name).to_list()
+        i = self._frame.columns.index(name)
+        return [k[i] for k in self._keys]
+
+    def frame(self, groups: list[int] | None = None) -> pl.DataFrame:
+        """The key columns and the size ``_n`` of the groups at these positions (None: all)."""
+        if self._at is None and groups is None:
+            return self._frame.drop("_ts_us")
+        groups = list(range(self.count())) if groups is None else groups
+        rows = groups if self._at is None else [self._at[g] for g in groups]
+        sizes = self.sizes()
+        return (self._frame[rows].select(self._frame.columns[:self._n])
+                .with_columns(pl.Series("_n", [sizes[g] for g in groups], pl.UInt32)))
+
+
 _TLS_KINDS = ["tls_in", "tls_out"]
 _ALG_BITS = r"\(\d+/(\d+) bits\)"
+# the columns of few distinct values derived from free text (GROUP_COLUMNS) but _alg_bits, built once
+_DERIVED = [
+    pl.when((pl.col("kind") == "smtpd_connect") & (pl.col("daemon") == "smtpd")).then(pl.lit("smtp_in"))
+    .when((pl.col("kind") == "delivery") & (pl.col("transport") == "smtp")).then(pl.lit("smtp_out"))
+    .when(pl.col("kind") == "dovecot_login").then(pl.lit("login")).alias("_what"),
+    pl.coalesce(pl.col("client_ip"), pl.col("relay_ip")).str.contains(":", literal=True).alias("_peer_v6"),
+    # smtpd sessions: STARTTLS succeeded at least once ("starttls=1", "starttls=2/2"; not "starttls=0/1")
+    pl.col("commands").str.contains(r"(?:^|\s)starttls=0*[1-9]").alias("_starttls"),
+    (pl.col("reason") == "hostname does not resolve to address").alias("_fcrdns"),
+    pl.col("reply").str.starts_with("Connection timed out").alias("_timed_out"),
+]
+_ALG_BITS_MASKED = pl.when(pl.col("kind").is_in(_TLS_KINDS)).then(pl.col("message").str.extract(_ALG_BITS))
+# a frame without smtpd session commands: the same columns without the regex
+_DERIVED_NO_COMMANDS = [pl.lit(None, pl.Boolean).alias("_starttls") if e.meta.output_name() == "_starttls" else e
+                        for e in _DERIVED]
 
 
-def _derive(events: pl.DataFrame) -> pl.DataFrame:
-    """Add the columns of few distinct values that counters read instead of free text (``GROUP_COLUMNS``)."""
-    kind = pl.col("kind")
-    # "(256/256 bits)": extracted on the TLS lines only (a regex over every message would cost more than
-    # all the counters together)
-    tls_rows = events.select(kind.is_in(_TLS_KINDS)).to_series().arg_true()
+def _alg_bits(events: pl.DataFrame) -> pl.Series:
+    """The second number of "(256/256 bits)", extracted on the TLS lines only (a regex over every
+    message would cost more than all the counters together)."""
     alg_bits = pl.Series("_alg_bits", [None], pl.String).extend_constant(None, events.height - 1)
+    tls_rows = events.select(pl.col("kind").is_in(_TLS_KINDS)).to_series().arg_true()
     if tls_rows.len():
         alg_bits = alg_bits.scatter(tls_rows, events.get_column("message").gather(tls_rows).str.extract(_ALG_BITS))
-    return events.with_columns(
-        pl.when((kind == "smtpd_connect") & (pl.col("daemon") == "smtpd")).then(pl.lit("smtp_in"))
-        .when((kind == "delivery") & (pl.col("transport") == "smtp")).then(pl.lit("smtp_out"))
-        .when(kind == "dovecot_login").then(pl.lit("login")).alias("_what"),
-        pl.coalesce(pl.col("client_ip"), pl.col("relay_ip")).str.contains(":", literal=True).alias("_peer_v6"),
-        alg_bits,
-        # smtpd sessions: STARTTLS succeeded at least once ("starttls=1", "starttls=2/2"; not "starttls=0/1")
-        pl.col("commands").str.contains(r"(?:^|\s)starttls=0*[1-9]").alias("_starttls"),
-        (pl.col("reason") == "hostname does not resolve to address").alias("_fcrdns"),
-        pl.col("reply").str.starts_with("Connection timed out").alias("_timed_out"),
-    )
+    return alg_bits
+
+
+def _derived(events: pl.DataFrame, kinds: frozenset[str] | None) -> list[pl.Expr]:
+    """The columns but ``_alg_bits`` that counters read instead of free text (``GROUP_COLUMNS``);
+    ``kinds``: the frame's (``kinds_in``), None for a big frame."""
+    if kinds is not None and events.get_column("commands").null_count() == events.height:
+        return _DERIVED_NO_COMMANDS  # the regex would be compiled again (~0.1 ms) for no value
+    return _DERIVED
 
 
 def _aggregate(fam: Family, lf: pl.LazyFrame, weighted: bool = False) -> pl.LazyFrame:
@@ -809,19 +1012,25 @@ def _aggregate(fam: Family, lf: pl.LazyFrame, weighted: bool = False) -> pl.Lazy
     ``weighted`` (counters): a row stands for ``_n`` events (a group of ``GROUP_COLUMNS``).
     """
     labels = list(fam.labels)
-    if weighted:
-        n = pl.col("_n").sum()
-        return lf.group_by(labels).agg(n) if labels else lf.select(n).filter(pl.col("_n") > 0)
-    if fam.type == "histogram":
-        v = pl.col("_v")
-        aggs = [(v <= b).sum().alias(f"_b{i}") for i, b in enumerate(fam.buckets)]
-        aggs += [v.sum().alias("_sum"), pl.len().alias("_count")]
-        return lf.group_by(labels).agg(aggs) if labels else lf.select(aggs).filter(pl.col("_count") > 0)
-    if fam.type == "gauge":
-        return lf.group_by(labels).agg(pl.col("_v").max())
+    aggs, keep = _aggregations("weighted" if weighted else fam.type, fam.buckets)
     if labels:
-        return lf.group_by(labels).agg(pl.len().alias("_n"))
-    return lf.select(pl.len().alias("_n")).filter(pl.col("_n") > 0)
+        return lf.group_by(labels).agg(aggs)
+    return lf.select(aggs) if keep is None else lf.select(aggs).filter(keep)
+
+
+@functools.lru_cache(maxsize=None)
+def _aggregations(how: str, buckets: tuple[float, ...]) -> tuple[list[pl.Expr], pl.Expr | None]:
+    """``_aggregate``'s aggregations for a family type (or "weighted"), and the filter that drops
+    the one row of a family without labels when it counted nothing (None: keep it), built once."""
+    if how == "weighted":
+        return [pl.col("_n").sum()], pl.col("_n") > 0
+    if how == "histogram":
+        v = pl.col("_v")
+        aggs = [(v <= b).sum().alias(f"_b{i}") for i, b in enumerate(buckets)]
+        return aggs + [v.sum().alias("_sum"), pl.len().alias("_count")], pl.col("_count") > 0
+    if how == "gauge":
+        return [pl.col("_v").max()], None
+    return [pl.len().alias("_n")], pl.col("_n") > 0
 
 
 def _merge(fam: Family, res: pl.DataFrame) -> None:
@@ -840,6 +1049,20 @@ def _merge(fam: Family, res: pl.DataFrame) -> None:
     else:
         for row in res.iter_rows():
             fam.inc(row[:n], row[n])
+
+
+def _merge_rows(fam: Family, rows: pl.DataFrame) -> None:
+    """``_merge(fam, _aggregate(fam, rows))`` for the few rows of a counter spec, in Python."""
+    if fam.type not in ("counter", "untyped"):
+        _merge(fam, _aggregate(fam, rows.lazy()).collect())
+        return
+    at = [rows.columns.index(label) for label in fam.labels]
+    counts: dict[tuple, int] = {}
+    for row in rows.iter_rows():
+        key = tuple(row[i] for i in at)
+        counts[key] = counts.get(key, 0) + 1
+    for key, n in counts.items():
+        fam.inc(key, n)
 
 
 class _Collector:
