@@ -97,7 +97,8 @@ def _local_to_utc(naive: pl.Expr, tz: str) -> pl.Expr:
     return naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null").dt.convert_time_zone("UTC")
 
 
-_MDAYS = {1: 31, 2: 28, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30, 12: 31}
+# days of each month outside leap years, by its name
+_MDAYS = dict(zip(MONTHS, (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)))
 
 
 def _bsd_fields(uniq: pl.DataFrame) -> pl.DataFrame:
@@ -107,8 +108,7 @@ def _bsd_fields(uniq: pl.DataFrame) -> pl.DataFrame:
     time_ = pl.col("time")
     return uniq.with_columns(
         pl.col("mon").replace_strict(MONTHS, default=None, return_dtype=pl.Int8).alias("_mo"),
-        pl.col("mon").replace_strict({m: _MDAYS[i] for m, i in MONTHS.items()}, default=None,
-                                     return_dtype=pl.Int8).alias("_mdays"),
+        pl.col("mon").replace_strict(_MDAYS, default=None, return_dtype=pl.Int8).alias("_mdays"),
         pl.col("day").cast(pl.Int8, strict=False).alias("_d"),
         time_.str.slice(0, 2).cast(pl.Int8, strict=False).alias("_h"),
         time_.str.slice(3, 2).cast(pl.Int8, strict=False).alias("_mi"),
